@@ -1,0 +1,33 @@
+"""Bad user input and how every CLI reports it.
+
+Every module raises a subclass of :class:`UserInputError` for input a user can fix (a malformed genotype, a
+missing data file, an impossible config). CLIs wrap their ``main`` with :func:`cli_entry`, which turns such
+an error into ONE line on stderr and exit status 2, never a traceback. Anything else is a bug and keeps its
+traceback.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class UserInputError(Exception):
+    """Input the user can fix. ``str(error)`` is the whole message: one line, saying what and where."""
+
+
+def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a CLI's ``main``: a :class:`UserInputError` becomes ``error: <message>`` on stderr, exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserInputError as error:
+            message = " ".join(str(error).split())  # one line, whatever the message held
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper
