@@ -1,0 +1,124 @@
+"""The retraining recipe as typed config dataclasses (filled by launch.config from configs/eval_*.yaml).
+
+The defaults are the DARTS CIFAR-10 recipe (REFERENCE section 5): 600 epochs, batch 96, C = 36, 20 cells,
+auxiliary head weighted 0.4, cutout 16, drop path 0.2 ramped linearly from 0, SGD lr 0.025 with momentum
+0.9 and weight decay 3e-4, cosine annealing to 0, gradient norm clipped at 5.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from data.loaders import DataConfig
+from launch.errors import ConfigError
+
+
+def _darts_cifar10_data() -> DataConfig:
+    return DataConfig(dataset="cifar10", batch_size=96, cutout=16, translate=4, search_portion=0.9)
+
+
+@dataclass
+class NetworkConfig:
+    """The evaluation network (space.eval_network.EvalNetwork).
+
+    channels: C of the first cells; layers: number of cells; stem: 'cifar' (3x3 conv) or 'imagenet'
+    (two stride-2 convs); auxiliary_weight: weight of the auxiliary head's loss (0 = no head);
+    drop_path_prob: final drop-path probability p, ramped as p * epoch / epochs.
+    """
+
+    channels: int = 36
+    layers: int = 20
+    stem: Literal["cifar", "imagenet"] = "cifar"
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.2
+
+    def validate(self) -> None:
+        if self.channels < 2 or self.channels % 2:
+            raise ConfigError(f"must be an even number >= 2 (got {self.channels})", key="channels")
+        if self.layers < 1:
+            raise ConfigError(f"must be at least 1 (got {self.layers})", key="layers")
+        if self.auxiliary_weight < 0:
+            raise ConfigError(f"must not be negative (got {self.auxiliary_weight})", key="auxiliary_weight")
+        if not 0.0 <= self.drop_path_prob < 1.0:
+            raise ConfigError(f"must be in [0, 1) (got {self.drop_path_prob})", key="drop_path_prob")
+
+
+@dataclass
+class OptimConfig:
+    """SGD with a per-step learning-rate schedule (launch.schedules.build_scheduler).
+
+    lr: peak learning rate (per the global batch as configured; not rescaled with the world size);
+    schedule: 'cosine' (to min_lr), 'cosine_power' (sharpDARTS, base power_k) or 'constant';
+    warmup_epochs: linear warmup before the schedule; grad_clip: max gradient norm (null = off);
+    label_smoothing: epsilon of the smoothed cross-entropy (0.1 for ImageNet).
+    """
+
+    lr: float = 0.025
+    min_lr: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 3e-4
+    schedule: Literal["cosine", "cosine_power", "constant"] = "cosine"
+    power_k: float = 2.0
+    warmup_epochs: int = 0
+    grad_clip: float | None = 5.0
+    label_smoothing: float = 0.0
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"must be positive (got {self.lr})", key="lr")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"must be in [0, lr] (got {self.min_lr})", key="min_lr")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
+        if self.schedule == "cosine_power" and self.power_k < 1:
+            raise ConfigError(f"must be >= 1 (got {self.power_k})", key="power_k")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"must not be negative (got {self.warmup_epochs})", key="warmup_epochs")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"must be positive or null (got {self.grad_clip})", key="grad_clip")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"must be in [0, 1) (got {self.label_smoothing})", key="label_smoothing")
+
+
+@dataclass
+class EvalConfig:
+    """One retraining run (see configs/eval_*.yaml).
+
+    epochs: training epochs; seed: seed of weights, data order and augmentation (seed + rank per rank);
+    data: the data layer's DataConfig (data.batch_size is PER RANK: the global batch is batch_size x world);
+    holdout_validation: train on ``data.search_portion`` of the training set and pick the best epoch on the
+    rest (the test split is never used for selection); false: train on the whole training set, no selection;
+    autoaugment: AutoAugment's CIFAR-10 policy on training batches (data/autoaugment.py);
+    compile: torch.compile the model; sync_batchnorm: SyncBatchNorm across ranks (CUDA only);
+    device: null (CUDA when present, else CPU) or 'cpu';
+    deterministic: deterministic kernels (slower on GPU);
+    max_steps_per_epoch: cut epochs short (smoke tests), null = full epochs;
+    keep_checkpoints: how many per-epoch checkpoints to keep.
+    """
+
+    epochs: int = 600
+    seed: int = 0
+    data: DataConfig = field(default_factory=_darts_cifar10_data)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    holdout_validation: bool = False
+    autoaugment: bool = False
+    compile: bool = False
+    sync_batchnorm: bool = False
+    device: Literal["cpu", "cuda"] | None = None
+    deterministic: bool = False
+    max_steps_per_epoch: int | None = None
+    keep_checkpoints: int = 2
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"must be at least 1 (got {self.epochs})", key="epochs")
+        if self.optim.warmup_epochs >= self.epochs:
+            raise ConfigError(f"must be fewer than the {self.epochs} epochs (got {self.optim.warmup_epochs})",
+                              key="optim.warmup_epochs")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ConfigError(f"must be at least 1 or null (got {self.max_steps_per_epoch})",
+                              key="max_steps_per_epoch")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"must be at least 1 (got {self.keep_checkpoints})", key="keep_checkpoints")

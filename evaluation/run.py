@@ -1,0 +1,244 @@
+"""The retraining loop: one genotype, one seed, from scratch to report.json; several seeds to summary.json.
+
+Per epoch e = 0..E-1:
+
+1. drop-path probability p_e = p * e / E (linear ramp from 0, DARTS);
+2. one pass over the training loader (launch.train.train_epoch: the shared train step with the auxiliary
+   loss L = CE(logits, y) + w_aux * CE(aux_logits, y), gradient clipping, per-step LR schedule, bf16
+   autocast + channels_last on CUDA), AutoAugment applied to each batch first when asked;
+3. with a held-out validation split: evaluate on it and keep the best epoch's weights (best/);
+4. a checkpoint (launch.checkpoint): model, optimizer, scheduler, epoch, history, best so far, elapsed time.
+
+A rerun in the same run dir resumes from the newest good checkpoint. The test split is evaluated once, at
+the end: the final model and, if a held-out split picked one, the best-on-validation model.
+
+Run dir layout: config.yaml, log.txt, metrics.jsonl, tensorboard/, checkpoints/, best/checkpoints/,
+report.json. With several seeds: <run_dir>/seed_<s>/ each, and <run_dir>/summary.json.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from data.autoaugment import AutoAugment
+from data.loaders import build_loaders
+from evaluation.complexity import model_size
+from evaluation.recipe import EvalConfig
+from evaluation.report import REPORT_FILE, SUMMARY_FILE, summarize_seeds, write_json
+from launch.checkpoint import CheckpointManager, load_model_state, model_state
+from launch.config import config_to_dict
+from launch.distributed import DistEnv, unwrap_model, wrap_ddp
+from launch.rundir import MetricsLogger, get_logger, prepare_run_dir
+from launch.schedules import build_scheduler
+from launch.seeding import seed_everything
+from launch.train import evaluate, to_channels_last, train_epoch
+from space.eval_network import EvalNetwork
+from space.genotype import Genotype
+
+_AUGMENT_STREAM = 7  # keeps AutoAugment's draws apart from the loaders' streams
+
+
+def build_network(config: EvalConfig, genotype: Genotype, num_classes: int, in_channels: int) -> EvalNetwork:
+    """The evaluation network of ``genotype`` as the config's network section describes it."""
+    net = config.network
+    return EvalNetwork(genotype, num_classes, channels=net.channels, layers=net.layers,
+                       auxiliary=net.auxiliary_weight > 0, in_channels=in_channels, stem=net.stem)
+
+
+def _autoaugmented(batches: Iterable, augment: AutoAugment) -> Iterator:
+    for images, labels in batches:
+        yield augment(images), labels
+
+
+class _Sized:
+    """An iterable with the length of the loader it wraps (for the progress bar)."""
+
+    def __init__(self, iterable: Iterable, length: int):
+        self.iterable, self.length = iterable, length
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, env: DistEnv, *,
+                   genotype_name: str = "genotype", stop_after_epochs: int | None = None,
+                   logger: logging.Logger | None = None) -> dict | None:
+    """Train ``genotype`` from scratch with ``config`` in ``run_dir`` (resuming if it holds a checkpoint).
+
+    Every rank calls it. Returns the report (also written to run_dir/report.json on rank 0), or None when
+    ``stop_after_epochs`` epochs ran in this call before training finished (rerun to resume).
+    """
+    session_start = time.time()
+    run_dir = prepare_run_dir(run_dir, env, config)
+    logger = logger or get_logger("train_eval", env, run_dir)
+    seed_everything(config.seed, env.rank, deterministic=config.deterministic)
+    device = env.device
+
+    loaders = build_loaders(config.data, rank=env.rank, world_size=env.world_size, seed=config.seed, device=device)
+    info = loaders.info
+    train_loader = loaders.search_train if config.holdout_validation else loaders.train
+    val_loader = loaders.search_val if config.holdout_validation else None
+
+    model = build_network(config, genotype, info.num_classes, info.in_channels).to(device)
+    size = model_size(model, (info.in_channels, *info.image_size))
+    to_channels_last(model, device)
+    if config.sync_batchnorm and env.is_distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    network = model
+    model = wrap_ddp(model, env)
+    if config.compile:
+        model = torch.compile(model)
+
+    optim = config.optim
+    optimizer = torch.optim.SGD(network.parameters(), lr=optim.lr, momentum=optim.momentum,
+                                weight_decay=optim.weight_decay, nesterov=optim.nesterov)
+    steps_per_epoch = len(train_loader)
+    if config.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    scheduler = build_scheduler(optimizer, optim.schedule, total_steps=config.epochs * steps_per_epoch,
+                                min_lr=optim.min_lr, warmup_steps=optim.warmup_epochs * steps_per_epoch,
+                                power_k=optim.power_k)
+    criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
+
+    checkpoints = CheckpointManager(run_dir, env, keep=config.keep_checkpoints)
+    best_checkpoints = CheckpointManager(run_dir / "best", env, keep=1)
+    start_epoch, elapsed_before, history = 0, 0.0, []
+    best = {"epoch": None, "top1": None}
+    resumed = checkpoints.load_latest()
+    if resumed is not None:
+        load_model_state(network, resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        start_epoch, elapsed_before = int(resumed["epoch"]), float(resumed["elapsed_s"])
+        history, best = list(resumed["history"]), dict(resumed["best"])
+        logger.info("resumed from epoch %d in %s", start_epoch, run_dir)
+    logger.info("%s: %.3fM params, %.1fM multiply-adds, %d steps/epoch x %d epochs on %s x %d",
+                genotype_name, size["params_m"], size["multiply_adds_m"], steps_per_epoch, config.epochs,
+                device.type, env.world_size)
+
+    metrics = MetricsLogger(run_dir, env)
+    epochs_this_call = 0
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+                logger.info("stopping after %d epochs as asked; rerun to resume from epoch %d", epochs_this_call, epoch)
+                return None
+            epoch_start = time.time()
+            network.drop_path_prob = config.network.drop_path_prob * epoch / config.epochs
+            train_loader.set_epoch(epoch)
+            batches: Iterable = train_loader
+            if config.autoaugment:
+                words = np.random.SeedSequence([config.seed, _AUGMENT_STREAM, env.rank, epoch]).generate_state(1)
+                generator = torch.Generator(device=device).manual_seed(int(words[0]))
+                augment = AutoAugment(info.mean, info.std, generator=generator)
+                batches = _Sized(_autoaugmented(train_loader, augment), len(train_loader))
+            train = train_epoch(model, batches, optimizer, env=env, max_steps=config.max_steps_per_epoch,
+                                desc=f"epoch {epoch + 1}/{config.epochs}", criterion=criterion,
+                                grad_clip=optim.grad_clip, aux_weight=config.network.auxiliary_weight,
+                                scheduler=scheduler)
+            record = {"epoch": epoch + 1, "train_loss": train["loss"], "train_top1": train["top1"],
+                      "lr": scheduler.get_last_lr()[0], "drop_path_prob": network.drop_path_prob}
+            if val_loader is not None:
+                val_loader.set_epoch(0)
+                val = evaluate(model, val_loader, env=env, criterion=criterion, desc="validation")
+                record.update(val_loss=val["loss"], val_top1=val["top1"])
+                if best["top1"] is None or val["top1"] > best["top1"]:
+                    best = {"epoch": epoch + 1, "top1": val["top1"]}
+                    best_checkpoints.save(epoch + 1, {"model": model_state(network), "epoch": epoch + 1,
+                                                      "val_top1": val["top1"]})
+            record["epoch_time_s"] = time.time() - epoch_start
+            history.append(record)
+            scalars = {"train/loss": train["loss"], "train/top1": train["top1"], "epoch/lr": record["lr"],
+                       "epoch/drop_path_prob": record["drop_path_prob"], "epoch/time_s": record["epoch_time_s"]}
+            if val_loader is not None:
+                scalars.update({"val/loss": record["val_loss"], "val/top1": record["val_top1"]})
+            metrics.log(epoch + 1, **scalars)
+            logger.info("epoch %d/%d: train loss %.4f top1 %.2f%s lr %.5f (%.0f s)", epoch + 1, config.epochs,
+                        train["loss"], train["top1"],
+                        f" | val loss {record['val_loss']:.4f} top1 {record['val_top1']:.2f}" if val_loader else "",
+                        record["lr"], record["epoch_time_s"])
+            checkpoints.save(epoch + 1, {
+                "model": model_state(network), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history, "best": best,
+                "elapsed_s": elapsed_before + time.time() - session_start})
+            epochs_this_call += 1
+
+        loaders.test.set_epoch(0)
+        final_test = evaluate(model, loaders.test, env=env, criterion=criterion, desc="test (final model)")
+        best_test = None
+        if best["epoch"] is not None:
+            best_state = best_checkpoints.load_latest(restore_rng=False)
+            load_model_state(network, best_state["model"])
+            loaders.test.set_epoch(0)
+            best_test = evaluate(model, loaders.test, env=env, criterion=criterion, desc="test (best on val)")
+        metrics.log(config.epochs, **{"test/final_top1": final_test["top1"]})
+    finally:
+        metrics.close()
+
+    wall_time_s = elapsed_before + time.time() - session_start
+    report = {
+        "genotype": genotype_name,
+        "genotype_cells": genotype.to_dict(name=genotype_name),
+        "dataset": info.name,
+        "run_dir": str(run_dir),
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "global_batch_size": config.data.batch_size * env.world_size,
+        "world_size": env.world_size,
+        "device": device.type,
+        **size,
+        "test": {
+            "final_top1": final_test["top1"], "final_top5": final_test["top5"], "final_loss": final_test["loss"],
+            "final_error": 100.0 - final_test["top1"],
+            "best_on_validation_top1": best_test["top1"] if best_test else None,
+            "count": final_test["count"],
+        },
+        "validation": {
+            "held_out": config.holdout_validation,
+            "final_top1": history[-1].get("val_top1") if history else None,
+            "best_top1": best["top1"],
+            "best_epoch": best["epoch"],
+            "count": len(val_loader.plan.indices) if val_loader is not None else 0,
+        },
+        "train": {"final_loss": history[-1]["train_loss"], "final_top1": history[-1]["train_top1"]},
+        "wall_time_s": wall_time_s,
+        "device_hours": wall_time_s * env.world_size / 3600.0,
+        "config": config_to_dict(config),
+    }
+    if env.is_main:
+        write_json(run_dir / REPORT_FILE, report)
+    logger.info("final test top1 %.2f%% (error %.2f%%)%s; report in %s", final_test["top1"],
+                100.0 - final_test["top1"],
+                f", best-on-val (epoch {best['epoch']}) test top1 {best_test['top1']:.2f}%" if best_test else "",
+                run_dir / REPORT_FILE)
+    return report
+
+
+def train_seeds(config: EvalConfig, genotype: Genotype, run_dir: str | Path, env: DistEnv, seeds: list[int], *,
+                genotype_name: str = "genotype", stop_after_epochs: int | None = None) -> dict | None:
+    """Train one run per seed in ``run_dir/seed_<s>/`` and write ``run_dir/summary.json`` (mean and std of
+    the final test accuracy). Returns the summary, or None if a run stopped early (rerun to resume)."""
+    run_dir = Path(run_dir)
+    reports = {}
+    for seed in seeds:
+        report = train_one_seed(replace(config, seed=seed), genotype, run_dir / f"seed_{seed}", env,
+                                genotype_name=genotype_name, stop_after_epochs=stop_after_epochs)
+        if report is None:
+            return None
+        reports[seed] = report
+    summary = summarize_seeds(reports)
+    if env.is_main:
+        write_json(run_dir / SUMMARY_FILE, summary)
+        get_logger("train_eval", env).info("%s; summary in %s", summary["headline"], run_dir / SUMMARY_FILE)
+    return summary
