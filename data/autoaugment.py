@@ -187,7 +187,7 @@ def equalize(images: torch.Tensor) -> torch.Tensor:
     single level is left unchanged.
     """
     n, channels, height, width = images.shape
-    levels = (images * 255.0).round().clamp_(0, 255).to(torch.int64).view(n * channels, height * width)
+    levels = (images * 255.0).round().clamp_(0, 255).to(torch.int64).reshape(n * channels, height * width)
     histogram = torch.zeros(n * channels, 256, device=images.device, dtype=torch.float32)
     histogram.scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float32))
     cdf = histogram.cumsum(dim=1)

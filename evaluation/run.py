@@ -52,9 +52,15 @@ def build_network(config: EvalConfig, genotype: Genotype, num_classes: int, in_c
                        auxiliary=net.auxiliary_weight > 0, in_channels=in_channels, stem=net.stem)
 
 
-def _autoaugmented(batches: Iterable, augment: AutoAugment) -> Iterator:
+def _mapped(batches: Iterable, transforms: list) -> Iterator:
     for images, labels in batches:
-        yield augment(images), labels
+        for transform in transforms:
+            images = transform(images)
+        yield images, labels
+
+
+def _to_channels_last(images: torch.Tensor) -> torch.Tensor:
+    return images.contiguous(memory_format=torch.channels_last)
 
 
 class _Sized:
@@ -81,6 +87,8 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     session_start = time.time()
     run_dir = prepare_run_dir(run_dir, env, config)
     logger = logger or get_logger("train_eval", env, run_dir)
+    if config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
     seed_everything(config.seed, env.rank, deterministic=config.deterministic)
     device = env.device
 
@@ -92,6 +100,9 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     model = build_network(config, genotype, info.num_classes, info.in_channels).to(device)
     size = model_size(model, (info.in_channels, *info.image_size))
     to_channels_last(model, device)
+    cpu_channels_last = config.cpu_channels_last and device.type != "cuda"
+    if cpu_channels_last:
+        model.to(memory_format=torch.channels_last)
     if config.sync_batchnorm and env.is_distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     network = model
@@ -136,12 +147,14 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
             epoch_start = time.time()
             network.drop_path_prob = config.network.drop_path_prob * epoch / config.epochs
             train_loader.set_epoch(epoch)
-            batches: Iterable = train_loader
+            transforms = []
             if config.autoaugment:
                 words = np.random.SeedSequence([config.seed, _AUGMENT_STREAM, env.rank, epoch]).generate_state(1)
                 generator = torch.Generator(device=device).manual_seed(int(words[0]))
-                augment = AutoAugment(info.mean, info.std, generator=generator)
-                batches = _Sized(_autoaugmented(train_loader, augment), len(train_loader))
+                transforms.append(AutoAugment(info.mean, info.std, generator=generator))
+            if cpu_channels_last:
+                transforms.append(_to_channels_last)
+            batches = _Sized(_mapped(train_loader, transforms), len(train_loader)) if transforms else train_loader
             train = train_epoch(model, batches, optimizer, env=env, max_steps=config.max_steps_per_epoch,
                                 desc=f"epoch {epoch + 1}/{config.epochs}", criterion=criterion,
                                 grad_clip=optim.grad_clip, aux_weight=config.network.auxiliary_weight,
