@@ -25,6 +25,7 @@ import io
 import json
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -163,7 +164,9 @@ def load_booster(path: str | Path) -> Any:
     raw = read_booster_bytes(path)
     booster = xgboost.Booster.__new__(xgboost.Booster)
     try:
-        booster.__setstate__({"handle": bytearray(raw)})
+        with warnings.catch_warnings():  # xgboost warns that the file is an old version's serialisation
+            warnings.simplefilter("ignore", UserWarning)
+            booster.__setstate__({"handle": bytearray(raw)})
         return booster
     except xgboost.core.XGBoostError as snapshot_error:
         first = str(snapshot_error).strip().splitlines()[0] if str(snapshot_error).strip() else "unknown error"
