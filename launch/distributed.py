@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
 from launch.errors import LaunchError
 
@@ -87,6 +88,28 @@ def _pick_device(requested: str | None, local_rank: int) -> torch.device:
     return device
 
 
+def _attempt_scoped_store(world_size: int):
+    """The store for ``init_process_group`` when torchrun shares its agent's TCPStore, else None.
+
+    Since torch 2.5 the c10d rendezvous hands workers the agent's own TCPStore, which outlives worker
+    restarts; without a per-attempt prefix the restarted workers read the previous attempt's addresses
+    and fail to connect (pytorch/pytorch#135712). Keys are scoped by TORCHELASTIC_RESTART_COUNT, which
+    every agent increments when the whole job restarts. (Setting TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1,
+    as launch/local.sh and launch/slurm.sbatch do, gives every attempt a fresh store instead.)
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    agent_store = dist.TCPStore(
+        host_name=os.environ["MASTER_ADDR"],
+        port=_int_from_env("MASTER_PORT", 0),
+        world_size=world_size,
+        is_master=False,
+        timeout=default_pg_timeout,
+    )
+    return dist.PrefixStore(f"launch/attempt_{attempt}", agent_store)
+
+
 def init_distributed(backend: str | None = None, device: str | None = None) -> DistEnv:
     """Join the job's process group, if torchrun started this process, and pick this rank's device.
 
@@ -117,7 +140,11 @@ def init_distributed(backend: str | None = None, device: str | None = None) -> D
         if not dist.is_backend_available(chosen_backend):
             raise LaunchError(f"backend {chosen_backend!r} is not available in this PyTorch build")
         kwargs = {"device_id": chosen_device} if chosen_device.type == "cuda" else {}
-        dist.init_process_group(backend=chosen_backend, init_method="env://", **kwargs)
+        store = _attempt_scoped_store(world_size)
+        if store is None:
+            dist.init_process_group(backend=chosen_backend, init_method="env://", **kwargs)
+        else:
+            dist.init_process_group(backend=chosen_backend, store=store, rank=rank, world_size=world_size, **kwargs)
     return DistEnv(
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
