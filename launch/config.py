@@ -129,6 +129,34 @@ def _set_dotted(tree: dict, dotted_key: str, value: object) -> None:
     node[parts[-1]] = value
 
 
+def _section_type(expected: Any) -> Any:
+    """The dataclass (or dict) type behind ``expected``, unwrapping ``X | None``; None for a leaf."""
+    if typing.get_origin(expected) in (Union, types.UnionType):
+        sections = [_section_type(arg) for arg in typing.get_args(expected) if arg is not type(None)]
+        sections = [section for section in sections if section is not None]
+        return sections[0] if len(sections) == 1 else None
+    if dataclasses.is_dataclass(expected) or typing.get_origin(expected) is dict or expected is dict:
+        return expected
+    return None
+
+
+def _check_dotted_key(cls: type, dotted_key: str) -> None:
+    """Refuse ``seed.x=1`` when ``seed`` is not a section (unknown names are reported when building)."""
+    parts = dotted_key.split(".")
+    current: Any = cls
+    for depth, part in enumerate(parts[:-1]):
+        if not dataclasses.is_dataclass(current):
+            return  # inside a dict section: anything goes
+        hints = typing.get_type_hints(current)
+        if part not in hints:
+            return
+        section = _section_type(hints[part])
+        if section is None:
+            prefix = ".".join(parts[: depth + 1])
+            raise ConfigError(f"is not a section, so '{dotted_key}' cannot be set", key=prefix)
+        current = section
+
+
 def _describe(value: object) -> str:
     if isinstance(value, _RawText):
         value = value.parsed
@@ -299,6 +327,7 @@ def load_config(cls: type[C], yaml_path: str | os.PathLike | None = None,
     for dotted_key, value in overrides.items():
         if isinstance(value, str):  # parsed as YAML, but the text is kept for str fields
             value = _parse_scalar_text(value)
+        _check_dotted_key(cls, dotted_key)
         _set_dotted(tree, dotted_key, value)
     config = _build(cls, tree, "")
     _validate(config)
