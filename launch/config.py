@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 C = TypeVar("C")
-_MISSING = object()
 
 
 def _split_overrides(items: list[str]) -> dict[str, str]:
