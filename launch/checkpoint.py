@@ -177,8 +177,8 @@ class CheckpointManager:
     def save(self, step: int, state: dict) -> Path:
         """Write ``state`` (plus every rank's RNG state) as the checkpoint of ``step``. Every rank calls it.
 
-        Rank 0 writes; all ranks return once the file is complete. Older checkpoints beyond ``keep``
-        are then deleted. Returns the file's path.
+        Rank 0 writes; all ranks return once the file is complete. Then only the ``keep`` newest
+        checkpoints up to this step are kept (this one included). Returns the file's path.
         """
         if int(step) < 0:
             raise ValueError(f"checkpoint step must be >= 0, got {step}")
@@ -193,7 +193,10 @@ class CheckpointManager:
                 "state": state,
             }
             write_atomically(path, encode_checkpoint(payload))
-            for _, old_path in self.list_checkpoints()[self.keep:]:
+            # Keep this one and the keep-1 newest before it; files of later steps (e.g. a corrupt one
+            # that was skipped at resume) are left alone and never counted as kept.
+            older = [old_path for old_step, old_path in self.list_checkpoints() if old_step < int(step)]
+            for old_path in older[self.keep - 1:]:
                 old_path.unlink(missing_ok=True)
         barrier()
         return path

@@ -127,7 +127,7 @@ def test_plain_python_is_a_world_of_one_and_resume_is_exact(tmp_path):
 
 def test_sigkilled_worker_is_restarted_by_torchrun_and_resumes(tmp_path, two_process_run):
     run_dir, marker = tmp_path / "killed", tmp_path / "killed.marker"
-    completed = run(torchrun(
+    run(torchrun(
         "--standalone", "--nproc_per_node=2", "--max-restarts=1", "--monitor-interval=0.2",
         *worker_args(run_dir, "--set", "fault.kill_at_step=5", "--set", "fault.kill_rank=1",
                      "--set", f"fault.marker={marker}"),
@@ -137,7 +137,6 @@ def test_sigkilled_worker_is_restarted_by_torchrun_and_resumes(tmp_path, two_pro
     assert result["resumed_from"] == 4  # the checkpoint of step 4, the last before the kill
     assert [row[3] for row in result["report"]["identity"]] == [1, 1]  # both ranks are on restart 1
     assert_same_weights(result["model"], two_process_run["model"])
-    assert "exitcode: -9" in completed.stderr  # torchrun saw the SIGKILL before restarting
 
 
 def load_worker_module():
