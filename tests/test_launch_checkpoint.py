@@ -139,3 +139,13 @@ def test_pruning_never_keeps_a_corrupt_newer_file_instead_of_a_good_one(tmp_path
     manager.save(2, {"step": 2})  # ... and its new checkpoint survives pruning despite the newer corrupt file
     with pytest.warns(UserWarning, match="step 6"):
         assert manager.load_latest()["step"] == 2
+
+
+def test_checkpoint_is_plain_weights_only_data(tmp_path):
+    """The payload inside the checksummed frame loads with weights_only=True (no arbitrary pickles)."""
+    model, optimizer, scheduler = tiny_training_state()
+    manager = CheckpointManager(tmp_path, WORLD_OF_ONE)
+    path = manager.save(5, full_state(model, optimizer, scheduler, 5))
+    payload = decode_checkpoint(path.read_bytes())
+    assert payload["step"] == 5 and payload["world_size"] == 1 and len(payload["rng"]) == 1
+    assert set(payload["rng"][0]) == {"python", "numpy", "torch", "cuda"}
