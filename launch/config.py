@@ -250,6 +250,11 @@ def _coerce(value: object, expected: Any, key: str) -> object:
     if expected is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise wrong()
     if expected is str:
         if raw_text is not None:

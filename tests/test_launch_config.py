@@ -45,6 +45,7 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
     assert config.seed == 3 and config.search.stage == "B"
     assert config.search.npop == 16  # the flag beats the file
     assert config.lr == 1.0 and isinstance(config.lr, float)  # an int is a fine float
+    assert load_config(ExampleConfig, None, ["lr=3e-4"]).lr == 3e-4  # YAML 1.1 reads 3e-4 as a string
     assert config.name == "123"  # a str field keeps the text typed on the command line
     assert config.amp is True and config.resume is None
     assert config.search.edges == (2, 3)
@@ -65,6 +66,7 @@ def test_dict_overrides_and_parse_overrides():
         (["search.npop=four"], "config key 'search.npop' must be int, got the string 'four'"),
         (["search.npop=2.5"], "config key 'search.npop' must be int, got float 2.5"),
         (["amp=1"], "config key 'amp' must be bool, got int 1"),
+        (["lr=fast"], "config key 'lr' must be float, got the string 'fast'"),
         (["search.stage=C"], "config key 'search.stage' must be one of 'A', 'B', got the string 'C'"),
         (["search.edges=[1, x]"], "config key 'search.edges[1]' must be int, got the string 'x'"),
         (["pair=[1]"], "config key 'pair' must hold exactly 2 values, got 1"),
