@@ -5,7 +5,8 @@ Per epoch e = 0..E-1:
 1. drop-path probability p_e = p * e / E (linear ramp from 0, DARTS);
 2. one pass over the training loader (launch.train.train_epoch: the shared train step with the auxiliary
    loss L = CE(logits, y) + w_aux * CE(aux_logits, y), gradient clipping, per-step LR schedule, bf16
-   autocast + channels_last on CUDA), AutoAugment applied to each batch first when asked;
+   autocast + channels_last on CUDA); with AutoAugment, each batch (flipped and translated by the loader)
+   goes through the policy and then cutout (the paper's order);
 3. with a held-out validation split: evaluate on it and keep the best epoch's weights (best/);
 4. a checkpoint (launch.checkpoint): model, optimizer, scheduler, epoch, history, best so far, elapsed time.
 
@@ -17,6 +18,7 @@ report.json. With several seeds: <run_dir>/seed_<s>/ each, and <run_dir>/summary
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import replace
@@ -28,13 +30,15 @@ import torch
 import torch.nn as nn
 
 from data.autoaugment import AutoAugment
+from data.augment import random_cutout
 from data.loaders import build_loaders
 from evaluation.complexity import model_size
 from evaluation.recipe import EvalConfig
 from evaluation.report import REPORT_FILE, SUMMARY_FILE, summarize_seeds, write_json
 from launch.checkpoint import CheckpointManager, load_model_state, model_state
 from launch.config import config_to_dict
-from launch.distributed import DistEnv, unwrap_model, wrap_ddp
+from launch.distributed import DistEnv, wrap_ddp
+from launch.errors import ConfigError
 from launch.rundir import MetricsLogger, get_logger, prepare_run_dir
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
@@ -57,6 +61,12 @@ def _mapped(batches: Iterable, transforms: list) -> Iterator:
         for transform in transforms:
             images = transform(images)
         yield images, labels
+
+
+def _cutout(images: torch.Tensor, *, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Cutout on a normalised batch: the square is filled with 0, i.e. the data set's mean colour."""
+    fill = torch.zeros(images.shape[1], device=images.device, dtype=images.dtype)
+    return random_cutout(images, size, fill, generator)
 
 
 def _to_channels_last(images: torch.Tensor) -> torch.Tensor:
@@ -92,8 +102,16 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     seed_everything(config.seed, env.rank, deterministic=config.deterministic)
     device = env.device
 
-    loaders = build_loaders(config.data, rank=env.rank, world_size=env.world_size, seed=config.seed, device=device)
+    if config.sync_batchnorm and env.is_distributed and device.type != "cuda":
+        raise ConfigError("needs CUDA (torch's SyncBatchNorm does not run on the CPU)", key="sync_batchnorm")
+    # With AutoAugment, cutout comes after the policy (as in the paper), so the loader must not cut out first.
+    cutout_after_policy = config.data.cutout if config.autoaugment and config.data.augment else 0
+    data_config = replace(config.data, cutout=0) if cutout_after_policy else config.data
+    loaders = build_loaders(data_config, rank=env.rank, world_size=env.world_size, seed=config.seed, device=device)
     info = loaders.info
+    if cutout_after_policy > min(info.image_size):
+        raise ConfigError(f"cutout {cutout_after_policy} exceeds the {min(info.image_size)}-pixel images",
+                          key="data.cutout")
     train_loader = loaders.search_train if config.holdout_validation else loaders.train
     val_loader = loaders.search_val if config.holdout_validation else None
 
@@ -152,6 +170,8 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
                 words = np.random.SeedSequence([config.seed, _AUGMENT_STREAM, env.rank, epoch]).generate_state(1)
                 generator = torch.Generator(device=device).manual_seed(int(words[0]))
                 transforms.append(AutoAugment(info.mean, info.std, generator=generator))
+                if cutout_after_policy:
+                    transforms.append(functools.partial(_cutout, size=cutout_after_policy, generator=generator))
             if cpu_channels_last:
                 transforms.append(_to_channels_last)
             batches = _Sized(_mapped(train_loader, transforms), len(train_loader)) if transforms else train_loader
