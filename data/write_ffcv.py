@@ -13,7 +13,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.beton import write_beton, write_dataset  # noqa: E402  (write_beton re-exported for callers)
+from data.beton import metadata_path, verify_betons, write_beton, write_dataset  # noqa: E402  (re-exported)
+from data.errors import DataError  # noqa: E402
 from data.info import ALL_DATASETS  # noqa: E402
 from launch.errors import cli_entry  # noqa: E402
 
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "'imagefolder', the square side every image is resized to (default 32)")
     parser.add_argument("--force", action="store_true",
                         help="rewrite even when the output files are already complete and up to date")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing: verify the existing .beton files against the sizes and sha256 in "
+                             "the metadata (exit status 2 and one line when one is missing, truncated or altered)")
     parser.add_argument("--num-workers", type=int, default=-1,
                         help="processes FFCV's writer uses (default: all CPU cores)")
     return parser.parse_args(argv)
@@ -50,8 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.max_resolution is not None and args.max_resolution < 1:
-        from data.errors import DataError
         raise DataError(f"--max-resolution must be at least 1, got {args.max_resolution}")
+    if args.check:
+        paths = verify_betons(args.out, args.dataset)
+        print(f"ok: {', '.join(str(p) for p in paths.values())} match {metadata_path(args.out, args.dataset)}")
+        return
     write_dataset(args.dataset, args.data_dir, args.out, download=args.download,
                   max_resolution=args.max_resolution, force=args.force, num_workers=args.num_workers)
 
