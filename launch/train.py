@@ -116,12 +116,14 @@ def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 
 def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, *,
-                env: DistEnv, max_steps: int | None = None, desc: str = "train", **train_step_kwargs) -> dict:
+                env: DistEnv, max_steps: int | None = None, desc: str = "train", sync: bool = True,
+                **train_step_kwargs) -> dict:
     """Train over ``batches`` of ``(images, labels)`` (at most ``max_steps``); returns averages.
 
     Returns ``{"loss", "top1", "steps", "count"}``: sample-weighted mean loss and top-1 (percent) over
-    the epoch, summed across ranks when distributed (every rank must call it), the number of steps of
-    this rank and the number of samples of all ranks. Sets ``model.train()``. Other keyword arguments
+    the epoch, summed across ranks when distributed and ``sync`` (every rank must call it then), the
+    number of steps of this rank and the number of samples of all ranks. ``sync=False`` reports this rank
+    alone and runs no collective (for work that differs between ranks, such as per-rank search members). Sets ``model.train()``. Other keyword arguments
     go to :func:`train_step` (criterion, grad_clip, aux_weight, scheduler).
     """
     model.train()
@@ -142,7 +144,8 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
             break  # checked after the step so no batch is drawn and dropped
     if hasattr(bar, "close"):
         bar.close()
-    sums = all_reduce_sum(sums.to(env.device)).cpu()
+    if sync:
+        sums = all_reduce_sum(sums.to(env.device)).cpu()
     count = sums[2].item()
     return {
         "loss": sums[0].item() / count if count else math.nan,
@@ -154,11 +157,12 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_batches: int | None = None,
-             criterion: Criterion | None = None, desc: str = "eval") -> dict:
+             criterion: Criterion | None = None, desc: str = "eval", sync: bool = True) -> dict:
     """Loss and top-1/top-5 accuracy (percent) over ``batches``, summed over all ranks.
 
     Returns ``{"loss", "top1", "top5", "count"}`` where count is the number of samples of all ranks;
     with a distributed job every rank must call it (one all_reduce of [loss sum, correct@1, correct@5, n]).
+    ``sync=False`` scores this rank's batches alone and runs no collective (per-rank candidates).
     Runs the unwrapped model (no DDP collectives) in eval mode and restores its previous mode afterwards.
     ``criterion`` must return the batch mean (default cross-entropy); only the main logits are scored.
     """
@@ -185,7 +189,9 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_bat
             bar.close()
     finally:
         network.train(was_training)
-    sums = all_reduce_sum(sums.to(env.device)).cpu()
+    if sync:
+        sums = all_reduce_sum(sums.to(env.device))
+    sums = sums.cpu()
     count = sums[3].item()
     if not count:
         return {"loss": math.nan, "top1": math.nan, "top5": math.nan, "count": 0}

@@ -75,6 +75,7 @@ def test_two_process_torchrun_gathers_and_trains_under_ddp(two_process_run):
     assert report["broadcast_from_0"] == [5.0, 5.0]
     assert report["weights_equal_on_all_ranks"]  # DDP kept the replicas identical
     assert report["eval_count"] == 64  # each rank evaluated half; counts summed across ranks
+    assert report["local_eval_counts"] == [32, 32]  # sync=False: each rank's own half, no collective
     assert two_process_run["resumed_from"] == 0
 
 

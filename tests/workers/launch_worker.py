@@ -114,6 +114,7 @@ def collective_report(env, network: torch.nn.Module, features, labels) -> dict:
     broadcast = broadcast_tensor(torch.tensor([float(env.rank) + 5.0]), src=0)
     shard = slice(env.rank, None, env.world_size)
     evaluation = evaluate(network, [(features[shard], labels[shard])], env=env)
+    local_evaluation = evaluate(network, [(features[shard], labels[shard])], env=env, sync=False)
     return {
         "identity": all_gather_cat(identity).tolist(),
         "ragged": [piece.tolist() for piece in all_gather_tensor(torch.arange(env.rank + 1))],
@@ -122,6 +123,7 @@ def collective_report(env, network: torch.nn.Module, features, labels) -> dict:
         "mean_of_ranks": mean_of_ranks.item(),
         "broadcast_from_0": all_gather_cat(broadcast).tolist(),
         "eval_count": evaluation["count"],
+        "local_eval_counts": all_gather_cat(torch.tensor([local_evaluation["count"]])).tolist(),
         "eval_top1": evaluation["top1"],
     }
 
