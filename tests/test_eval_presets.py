@@ -1,0 +1,39 @@
+"""The retraining presets in configs/eval_*.yaml load and say what the published recipes say."""
+from pathlib import Path
+
+import pytest
+
+from evaluation.recipe import EvalConfig
+from launch.config import load_config
+from launch.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["eval_cifar10", "eval_cifar100", "eval_mnist", "eval_imagenet", "eval_quick"])
+def test_every_preset_loads(name):
+    assert isinstance(load_config(EvalConfig, CONFIGS / f"{name}.yaml"), EvalConfig)
+
+
+def test_cifar10_preset_is_the_darts_recipe():
+    config = load_config(EvalConfig, CONFIGS / "eval_cifar10.yaml")
+    assert config == EvalConfig()  # the dataclass defaults are the same recipe
+    assert (config.epochs, config.data.batch_size, config.data.cutout) == (600, 96, 16)
+    assert (config.network.channels, config.network.layers, config.network.auxiliary_weight,
+            config.network.drop_path_prob) == (36, 20, 0.4, 0.2)
+    optim = config.optim
+    assert (optim.lr, optim.min_lr, optim.schedule, optim.momentum, optim.weight_decay, optim.grad_clip) == \
+        (0.025, 0.0, "cosine", 0.9, 3e-4, 5.0)
+
+
+def test_imagenet_preset_is_the_mobile_setting():
+    config = load_config(EvalConfig, CONFIGS / "eval_imagenet.yaml")
+    assert (config.network.channels, config.network.layers, config.network.stem) == (48, 14, "imagenet")
+    assert config.optim.label_smoothing == 0.1 and config.data.dataset == "imagefolder"
+
+
+def test_impossible_settings_name_their_key():
+    with pytest.raises(ConfigError, match="optim.warmup_epochs"):
+        load_config(EvalConfig, CONFIGS / "eval_quick.yaml", ["optim.warmup_epochs=5"])
+    with pytest.raises(ConfigError, match="network.channels"):
+        load_config(EvalConfig, None, ["network.channels=7"])
