@@ -151,7 +151,7 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
         start_epoch, elapsed_before = int(resumed["epoch"]), float(resumed["elapsed_s"])
         history, best = list(resumed["history"]), dict(resumed["best"])
         logger.info("resumed from epoch %d in %s", start_epoch, run_dir)
-    logger.info("%s: %.3fM params, %.1fM multiply-adds, %d steps/epoch x %d epochs on %s x %d",
+    logger.info("%s: %.3fM params, %.2fM multiply-adds, %d steps/epoch x %d epochs on %s x %d",
                 genotype_name, size["params_m"], size["multiply_adds_m"], steps_per_epoch, config.epochs,
                 device.type, env.world_size)
 
