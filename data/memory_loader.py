@@ -22,7 +22,7 @@ class DeviceArrays:
 
     def __init__(self, dataset: ArrayDataset, device: torch.device):
         self.images = torch.from_numpy(np.ascontiguousarray(dataset.images.transpose(0, 3, 1, 2))).to(device)
-        self.labels = torch.from_numpy(dataset.labels).to(device)
+        self.labels = torch.from_numpy(np.array(dataset.labels, dtype=np.int64)).to(device)
 
 
 class MemoryLoader(EpochLoader):

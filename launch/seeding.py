@@ -30,7 +30,9 @@ def seed_everything(seed: int, rank: int = 0, deterministic: bool = False) -> in
     if deterministic:
         # cuBLAS reads this when its handle is created; harmless on the CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        # Only when it changes something: the call imports torch._dynamo (seconds on a small CPU).
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = False if deterministic else torch.backends.cudnn.benchmark
     return effective
