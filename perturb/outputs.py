@@ -171,6 +171,7 @@ class SearchRecorder:
             "device": str(self.env.device),
             "device_hours": wall * self.env.world_size / 3600.0,
             "decisions": state.step,
+            "stage_seconds": {stage: round(t, 3) for stage, t in state.stage_seconds.items()},
             "config": config_to_dict(self.config),
         })
         self.log.info("genotype: %s", genotype)

@@ -30,10 +30,6 @@ def run_evolutionary_search(cfg: EvolutionConfig) -> Genotype:
         if cfg.data.batch_size % env.world_size:
             raise ConfigError(f"must divide by the number of ranks {env.world_size} (got {cfg.data.batch_size}): "
                               "stages B-D split each batch across ranks", key="data.batch_size")
-        run_dir = prepare_run_dir(Path(cfg.save) / cfg.note, env, cfg)
-        log = get_logger("search_evolutionary", env, run_dir)
-        log.info("evolutionary search: npop %d on %d rank(s), device %s, run dir %s", cfg.search.npop,
-                 env.world_size, env.device, run_dir)
         # the data one network sees (stage A, perturb-val), and each rank's share for DDP training (B-D)
         member_loaders = build_loaders(cfg.data, rank=0, world_size=1, seed=cfg.seed, device=env.device)
         ddp_loaders = member_loaders
@@ -42,7 +38,11 @@ def run_evolutionary_search(cfg: EvolutionConfig) -> Genotype:
             ddp_loaders = build_loaders(per_rank, rank=env.rank, world_size=env.world_size, seed=cfg.seed,
                                         device=env.device)
         for loaders in (member_loaders, ddp_loaders):
-            loaders.search_train, loaders.search_val  # build them now: bad data fails before any training
+            loaders.search_train, loaders.search_val  # build them now: bad data fails before anything is written
+        run_dir = prepare_run_dir(Path(cfg.save) / cfg.note, env, cfg)
+        log = get_logger("search_evolutionary", env, run_dir)
+        log.info("evolutionary search: npop %d on %d rank(s), device %s, run dir %s", cfg.search.npop,
+                 env.world_size, env.device, run_dir)
         metrics = MetricsLogger(run_dir, env)
         runtime = SearchRuntime(cfg, env, member_loaders, ddp_loaders, metrics, log)
         recorder = SearchRecorder(run_dir, env, runtime, cfg, log, pictures=cfg.pictures)

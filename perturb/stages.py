@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -43,7 +44,8 @@ class SearchState:
     member_scores[m][e]: member m's scores for the ops of edge e (NaN until scored); average: S after A;
     cell: the current cell during B-D (14 lists of op names); c_done / d_done: decisions made in C / D;
     decisions: one record per decision; units: stage-A details per "m,e" (reference accuracy,
-    accuracies, weight digests); elapsed_s: wall time of the run so far (across restarts).
+    accuracies, weight digests); elapsed_s: wall time of the run so far (across restarts);
+    stage_seconds: wall time per stage (a stage interrupted by a restart counts from its resumption).
     """
 
     stage: str = "A"
@@ -57,6 +59,7 @@ class SearchState:
     units: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
     epochs_logged: int = 0
+    stage_seconds: dict = field(default_factory=dict)
 
     @classmethod
     def fresh(cls, npop: int, n_ops: int) -> "SearchState":
@@ -80,14 +83,12 @@ OnDecision = Callable[[SearchState, SearchNetwork | None, torch.optim.Optimizer 
 def run_search(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
                trained: tuple[SearchNetwork, torch.optim.Optimizer] | None = None) -> Genotype:
     """Run (or continue) the stages from ``state``; ``trained``: the network/optimizer of a resumed B-D state."""
-    if state.stage == "A":
-        stage_a(runtime, state, on_decision)
-    if state.stage == "B":
-        trained = stage_b(runtime, state, on_decision)
-    if state.stage == "C":
-        trained = stage_c(runtime, state, on_decision, *trained)
-    if state.stage == "D":
-        stage_d(runtime, state, on_decision, *trained)
+    for stage, run in (("A", stage_a), ("B", stage_b), ("C", stage_c), ("D", stage_d)):
+        if state.stage != stage:
+            continue
+        started = time.time()
+        trained = run(runtime, state, on_decision, *(trained if stage in ("C", "D") else ()))
+        state.stage_seconds[stage] = state.stage_seconds.get(stage, 0.0) + time.time() - started
     return genotype_from_cell(state.current_cell())
 
 
