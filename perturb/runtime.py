@@ -23,11 +23,11 @@ from data.loaders import BatchStream, Loaders
 from launch.distributed import DistEnv, broadcast_tensor, wrap_ddp
 from launch.rundir import MetricsLogger, progress
 from launch.seeding import seed_everything
-from launch.train import to_channels_last
+from launch.train import evaluate, to_channels_last, train_epoch
 from perturb.config import EvolutionConfig, StageConfig
 from perturb.scoring import Candidate, PerturbResult, perturb_val
 from perturb.snapshot import Snapshot
-from perturb.training import cosine_schedule, make_optimizer, top1_accuracy, train_batches
+from perturb.training import cosine_schedule, make_optimizer
 from space.search_network import EdgeCandidates, SearchNetwork
 
 
@@ -110,7 +110,8 @@ class SearchRuntime:
         started = time.time()
         for epoch in progress(range(epochs), self.env, desc=f"{tag} train", leave=False):
             loader.set_epoch(first_epoch + epoch)
-            result = train_batches(model, loader, optimizer, grad_clip=self.cfg.optim.grad_clip, scheduler=scheduler)
+            result = train_epoch(model, loader, optimizer, env=self.env, desc=f"{tag} epoch {epoch + 1}",
+                                 sync=use_ddp, grad_clip=self.cfg.optim.grad_clip, scheduler=scheduler)
             self.log.info("%s epoch %d/%d: loss %.4f top1 %.2f%%", tag, epoch + 1, epochs, result["loss"],
                           result["top1"])
             self.epochs_logged += 1
@@ -158,7 +159,8 @@ class SearchRuntime:
             if finetune_lr is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = finetune_lr
-            train_batches(module, batches, optimizer, grad_clip=grad_clip, max_steps=count)
+            train_epoch(module, batches, optimizer, env=self.env, max_steps=count, desc="fine-tune", sync=False,
+                        grad_clip=grad_clip)
 
         snapshot = Snapshot.capture(network, optimizer)
         bar = progress(iter(()), self.env, desc=f"{tag} perturb-val", total=len(candidates) + 1, leave=False)
@@ -170,7 +172,9 @@ class SearchRuntime:
 
         try:
             result = perturb_val(network, candidates, snapshot=snapshot, finetune=finetune,
-                                 measure=lambda module: top1_accuracy(module, measure_batches), steps=steps,
+                                 measure=lambda module: evaluate(module, measure_batches, env=self.env,
+                                                                 desc="search-val", sync=False)["top1"],
+                                 steps=steps,
                                  env=self.env, shard=shard, baseline=self.cfg.search.baseline,
                                  record_digests=self.cfg.search.record_digests, on_task=on_task)
         finally:
