@@ -54,6 +54,7 @@ class SearchRuntime:
         self.metrics = metrics
         self.log = log or logging.getLogger(__name__)
         self.epochs_logged = 0  # x axis of the TensorBoard curves; restored on resume
+        self.scores_logged = 0  # x axis of the perturb-val curves
         self._val_batches: list | None = None
 
     # ---- networks --------------------------------------------------------------------------------
@@ -182,6 +183,10 @@ class SearchRuntime:
                 bar.close()
         if not snapshot.matches(network):
             raise RuntimeError("perturb-val did not restore the network's weights")
+        self.scores_logged += 1
+        if self.metrics is not None:
+            self.metrics.log(self.scores_logged, **{"perturb/reference_top1": result.reference,
+                                                   "perturb/best_score": min(result.scores, default=0.0)})
         self.log.info("%s perturb-val (K=%d): reference %.2f%%, scores %s", tag, steps, result.reference,
                       ", ".join(f"{c.label} {s:+.2f}" for c, s in zip(candidates, result.scores)))
         return result
