@@ -2,6 +2,7 @@
 
     run_dir/
       checkpoints/ckpt_<step>.pt   one per decision (launch.checkpoint: atomic, checksummed, every rank's RNG)
+      stage_a/member_<m>.json      stage-A rows of member m as they finish (what a restart resumes stage A from)
       scores.json                  every member's score matrix, the population average, every decision
       cells/step_<step>.png        the cell after each decision of stages B-D (all candidate ops shown)
       cells/final.png              the final genotype (space.visualize.draw_genotype)
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -100,6 +102,7 @@ class SearchRecorder:
             if self.env.is_main:
                 for _, path in self.manager.list_checkpoints():
                     path.unlink(missing_ok=True)
+                shutil.rmtree(self.run_dir / "stage_a", ignore_errors=True)
             barrier()
         saved = self.manager.load_latest() if allow else None
         if saved is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -45,8 +46,9 @@ class SearchRuntime:
     """Training and scoring for the stages (see the module docstring)."""
 
     def __init__(self, cfg: EvolutionConfig, env: DistEnv, member_loaders: Loaders, ddp_loaders: Loaders,
-                 metrics: MetricsLogger | None = None, log: logging.Logger | None = None):
+                 run_dir: Path, metrics: MetricsLogger | None = None, log: logging.Logger | None = None):
         self.cfg = cfg
+        self.run_dir = Path(run_dir)
         self.env = env
         self.member_loaders = member_loaders
         self.ddp_loaders = ddp_loaders

@@ -44,7 +44,7 @@ def run_evolutionary_search(cfg: EvolutionConfig) -> Genotype:
         log.info("evolutionary search: npop %d on %d rank(s), device %s, run dir %s", cfg.search.npop,
                  env.world_size, env.device, run_dir)
         metrics = MetricsLogger(run_dir, env)
-        runtime = SearchRuntime(cfg, env, member_loaders, ddp_loaders, metrics, log)
+        runtime = SearchRuntime(cfg, env, member_loaders, ddp_loaders, run_dir, metrics, log)
         recorder = SearchRecorder(run_dir, env, runtime, cfg, log, pictures=cfg.pictures)
         state, trained = recorder.resume(cfg.search.npop, len(cfg.search.ops), allow=cfg.resume)
         genotype = run_search(runtime, state, recorder.on_decision, trained)

@@ -3,18 +3,20 @@
 A. Population: member m starts from a random discrete cell (one op per edge, seeded by (seed, m)). For
    each edge e = 0..13: expand e to every candidate op plus ``none``, train a fresh network, perturb-val
    every op of e: row e of the member's score matrix S_m (14 x n_ops). Rank r runs members r, r+W, ...
-   in rounds; after every (round, edge) the rows are all-gathered so every rank (and the checkpoint)
-   holds every member's progress. Population output: S = (1/npop) * sum_m S_m.
+   on its own; each unit's row is saved at once (stage_a/member_<m>.json). Population output:
+   S = (1/npop) * sum_m S_m, read by every rank from every member's file.
 B. Keep the top_k most important ops per edge of S (plus ``none``); train one network with DDP on all ranks.
 C. For each edge in ``edge_order``: perturb-val its ops (candidates sharded over ranks), keep the most
    important, retrain (fresh network, or the current one with weight inheritance).
 D. For each node in ``node_order``: perturb-val the removal of each incoming edge, keep the 2 most
    important edges; retrain between nodes.
 
-Every decision increments ``state.step`` and calls ``on_decision`` (checkpoint, scores.json, picture).
+Every decision of B-D (and the end of A) increments ``state.step`` and calls ``on_decision``
+(checkpoint, scores.json, picture).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -25,7 +27,9 @@ from typing import Callable
 
 import torch
 
-from launch.distributed import all_gather_tensor
+from launch.checkpoint import write_atomically
+from launch.distributed import barrier
+from launch.errors import UserInputError
 from perturb.runtime import SearchRuntime
 from perturb.scoring import Candidate, PerturbResult
 from perturb.selection import (coarse_select, expand_edge, genotype_from_cell, keep_edges, keep_op, most_important,
@@ -94,52 +98,61 @@ def run_search(runtime: SearchRuntime, state: SearchState, on_decision: OnDecisi
 
 # ---- stage A ------------------------------------------------------------------------------------
 def stage_a(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision) -> None:
+    """Each rank runs its members (r, r+W, ...) edge by edge with no synchronisation between units
+    (members differ in cost; a per-unit collective would make every unit cost the slowest member's).
+    Each finished unit is appended to ``stage_a/member_<m>.json`` (atomic write), which is what a
+    restarted run resumes from; at the end every rank reads every member's file."""
     env, search = runtime.env, runtime.cfg.search
-    ops = tuple(search.ops)
-    rounds = math.ceil(search.npop / env.world_size)
-    for round_index in range(rounds):
-        members = [round_index * env.world_size + r for r in range(env.world_size)]
-        member = members[env.rank]
+    directory = runtime.run_dir / "stage_a"
+    directory.mkdir(parents=True, exist_ok=True)
+    done_here = 0
+    for member in range(env.rank, search.npop, env.world_size):
+        records = read_member_records(directory, member)
+        if records:
+            runtime.log.info("stage A: member %d resumes with %d of %d edges scored", member, len(records), NUM_EDGES)
+        done_here += len(records)
         for edge in range(NUM_EDGES):
-            pending = [m for m in members if m < search.npop and _is_nan(state.member_scores[m][edge])]
-            if not pending:
-                continue  # done before a restart (every rank reads the same state, so all skip together)
-            # row = [reference, accuracy per op, score per op]; NaN where this rank has no member
-            row = torch.full((1 + 2 * len(ops),), math.nan, dtype=torch.float64)
-            digests = torch.zeros((len(ops) + 1, 32), dtype=torch.uint8)
-            if member in pending:
-                result = _stage_a_unit(runtime, state, member, edge)
-                row = torch.tensor([result.reference, *result.accuracies, *result.scores], dtype=torch.float64)
-                if result.start_digests:
-                    digests = torch.tensor([list(bytes.fromhex(d)) for d in result.start_digests], dtype=torch.uint8)
-            rows = all_gather_tensor(row[None].to(env.device))
-            all_digests = all_gather_tensor(digests[None].to(env.device))
-            for rank, (piece, digest) in enumerate(zip(rows, all_digests)):
-                m = members[rank]
-                if m not in pending:
-                    continue
-                values = piece[0].cpu().tolist()
-                state.member_scores[m][edge] = values[1 + len(ops):]
-                state.units[f"{m},{edge}"] = {
-                    "reference": values[0], "accuracies": values[1:1 + len(ops)],
-                    "start_digests": [bytes(d.tolist()).hex() for d in digest[0].cpu()] if search.record_digests else [],
-                }
-            state.step += 1
-            on_decision(state, None, None, None)
+            if str(edge) in records:
+                continue
+            result = _stage_a_unit(runtime, member, edge, done_here)
+            records[str(edge)] = {"scores": result.scores, "reference": result.reference,
+                                  "accuracies": result.accuracies, "start_digests": result.start_digests}
+            write_atomically(directory / f"member_{member}.json", json.dumps(records).encode())
+            done_here += 1
+    barrier()
+    for member in range(search.npop):
+        for edge, record in read_member_records(directory, member).items():
+            state.member_scores[member][int(edge)] = record["scores"]
+            state.units[f"{member},{edge}"] = {key: record[key] for key in ("reference", "accuracies", "start_digests")}
     state.average = population_average(state.member_scores)
     state.stage = "B"
     state.step += 1
     on_decision(state, None, None, None)
 
 
-def _stage_a_unit(runtime: SearchRuntime, state: SearchState, member: int, edge: int) -> PerturbResult:
+def read_member_records(directory: Path, member: int) -> dict:
+    """Stage-A results of ``member`` so far: {str(edge): {"scores", "reference", "accuracies", "start_digests"}}."""
+    path = directory / f"member_{member}.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SearchStateError(f"{path} cannot be read ({error}); delete it to rescore that member") from None
+
+
+class SearchStateError(UserInputError):
+    """A run directory whose search state cannot be resumed."""
+
+
+def _stage_a_unit(runtime: SearchRuntime, member: int, edge: int, done_here: int) -> PerturbResult:
     """Member ``member``, edge ``edge``: expand, train a fresh network alone, perturb-val every op."""
     search = runtime.cfg.search
     key, tag = f"A/m{member}/e{edge}", f"A member {member} edge {edge}"
     cell = expand_edge(random_cell(runtime.cfg.seed, member, search.ops), edge, tuple(search.ops) + (NONE_OP,))
     network = runtime.new_network(cell, key)
     optimizer = runtime.train(network, search.stage_a, key=key, distributed=False, tag=tag)
-    _maybe_crash(runtime, state)
+    _maybe_crash(runtime, done_here)
     candidates = [Candidate(edge, op) for op in search.ops]
     return runtime.score(network, optimizer, candidates, search.stage_a, key=key, shard=False, tag=tag)
 
@@ -154,16 +167,16 @@ def _is_nan(row: list) -> bool:
     return any(math.isnan(value) for value in row)
 
 
-def _maybe_crash(runtime: SearchRuntime, state: SearchState) -> None:
-    """Test hook (config ``debug``): SIGKILL this rank once, mid-unit, after enough checkpoints."""
+def _maybe_crash(runtime: SearchRuntime, units_done: int) -> None:
+    """Test hook (config ``debug``): SIGKILL this rank once, mid-unit, after it finished enough units."""
     debug = runtime.cfg.debug
     if (debug.crash_after_units <= 0 or debug.crash_marker is None or runtime.env.rank != debug.crash_rank
-            or state.step < debug.crash_after_units):
+            or units_done < debug.crash_after_units):
         return
     marker = Path(debug.crash_marker)
     if marker.exists():
         return
-    marker.write_text(f"killed at step {state.step}\n")
+    marker.write_text(f"killed after {units_done} units\n")
     os.kill(os.getpid(), signal.SIGKILL)
 
 

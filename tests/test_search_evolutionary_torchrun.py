@@ -86,8 +86,8 @@ def test_rank_killed_mid_stage_a_resumes_to_the_same_genotype(unbroken_run, tiny
     marker = tmp_path / "killed"
     run = torchrun(tiny_config, tmp_path, "crashed", "debug.crash_after_units=3", "debug.crash_rank=1",
                    f"debug.crash_marker={marker}", max_restarts=1)
-    assert marker.read_text().startswith("killed at step 3")  # the kill happened, mid stage A
-    assert "resumed from checkpoint step 3 (stage A)" in (run / "log.txt").read_text()
+    assert marker.read_text().startswith("killed after 3 units")  # the kill happened, mid stage A
+    assert "member 1 resumes with 3 of 14 edges scored" in (run / "log.rank1.txt").read_text()
     assert Genotype.from_json(run / "genotype.json") == Genotype.from_json(unbroken_run / "genotype.json")
     crashed = json.loads((run / "scores.json").read_text())
     unbroken = json.loads((unbroken_run / "scores.json").read_text())
