@@ -5,6 +5,7 @@ stage A (torchrun --max-restarts=1) must resume and end with the same genotype; 
 complete; every perturb-val task must have started from identical weights (weight digests, all ranks).
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,14 +35,15 @@ search:
 
 
 def torchrun(config: Path, save: Path, note: str, *sets: str, nproc: int = 2, max_restarts: int = 0):
-    # --standalone: a c10d rendezvous on a free port, fresh for each restart (a static rendezvous can hand
-    # a restarted worker its peer's address from the previous attempt)
+    # --standalone: a c10d rendezvous on a free port; with a fresh store for every restart attempt (as in
+    # launch/local.sh, pytorch#135712) a restarted worker never reads its peer's address from the last attempt
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                f"--max-restarts={max_restarts}", "--monitor-interval=0.2", "search_evolutionary.py",
                "--config", str(config), "--save", str(save), "--note", note, "--distributed"]
     for item in sets:
         command += ["--set", item]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    env = dict(os.environ, TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
     (save / f"{note}.stderr.txt").write_text(result.stderr)
     errors = [line for line in result.stderr.splitlines() if "Error" in line or "error:" in line]
     assert result.returncode == 0, "\n".join(errors[-20:]) + "\n" + result.stderr[-2000:]
