@@ -1,0 +1,177 @@
+"""What the evolutionary search costs: 1 rank versus N ranks, and a stage-A network versus a DARTS supernet.
+
+    python bench/search_cost.py                 # both parts (several minutes on 2 CPU cores)
+    python bench/search_cost.py --skip-time     # memory only (seconds)
+
+Time: the same small search (npop=2, MNIST subset from ../shared, else scikit-learn digits) is run with
+``torchrun --standalone --nproc_per_node=1`` and ``--nproc_per_node=N`` (one torch thread per rank in
+both, like one GPU per rank); the per-stage wall times come from each run's summary.json. Stage A runs
+each rank's own members in parallel; stages B-D train one network with DDP (each rank a 1/N share of
+every batch) and shard perturb-val candidates across ranks. Ratios = time on 1 rank / time on N ranks.
+
+Memory: peak training memory of one forward + backward of a stage-A network (one edge expanded to all 8
+candidates, the 13 others one op each) versus the DARTS supernet (all 8 candidates on all 14 edges), same
+C, layers, input and batch. Two measures, each in a fresh subprocess:
+  - activations: bytes of the tensors autograd saves for backward (torch.autograd.graph.saved_tensors_hooks,
+    each storage counted once): the memory that grows with the network's width and the batch;
+  - peak RSS growth: resident set size peak (getrusage ru_maxrss) after forward+backward minus before
+    (includes gradients and allocator slack; noisier);
+  - on CUDA also torch.cuda.max_memory_allocated.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_DIR = ROOT.parent / "shared" / "datasets" / "mnist"
+
+TIME_CONFIG = """
+seed: 1
+threads: 1
+pictures: false
+data: {{dataset: {dataset}, data_dir: {data_dir}, backend: memory, batch_size: 64, eval_batch_size: 256,
+        train_subset: {subset}, translate: 1}}
+network: {{channels: 4, layers: 1}}
+optim: {{finetune_lr: 0.01}}
+search:
+  npop: 2
+  finetune_steps: 1
+  val_batches: 1
+  stage_a: {{epochs: 1, finetune_extra: 0}}
+  stage_b: {{epochs: 1, finetune_extra: 0}}
+  stage_c: {{epochs: 1, finetune_extra: 1}}
+  stage_d: {{epochs: 1, finetune_extra: 1}}
+"""
+
+
+def run_search(config: Path, save: Path, note: str, nproc: int) -> dict:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               str(ROOT / "search_evolutionary.py"), "--config", str(config), "--save", str(save), "--note", note]
+    env = dict(os.environ, OMP_NUM_THREADS="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+    started = time.time()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"search on {nproc} rank(s) failed:\n{result.stderr[-3000:]}")
+    summary = json.loads((save / note / "summary.json").read_text())
+    summary["process_wall_s"] = time.time() - started
+    return summary
+
+
+def time_part(nproc: int, keep: Path | None) -> None:
+    if MNIST_DIR.is_dir():
+        dataset, data_dir, subset = "mnist", str(MNIST_DIR), 512  # 256 search-train images: 4 steps per epoch
+    else:
+        print(f"(no {MNIST_DIR}: using scikit-learn digits, whose 8x8 images make steps overhead-bound)")
+        dataset, data_dir, subset = "digits", "null", 512
+    with tempfile.TemporaryDirectory() as temp:
+        save = keep or Path(temp)
+        config = Path(temp) / "bench.yaml"
+        config.write_text(TIME_CONFIG.format(dataset=dataset, data_dir=data_dir, subset=subset))
+        print(f"time: {dataset} subset {subset}, C=4, 1 layer, npop=2, batch 64; load average before: "
+              f"{os.getloadavg()[0]:.2f}")
+        one = run_search(config, save, "ranks1", 1)
+        many = run_search(config, save, f"ranks{nproc}", nproc)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+    a1, an = one["stage_seconds"]["A"], many["stage_seconds"]["A"]
+    bd1 = sum(one["stage_seconds"][s] for s in "BCD")
+    bdn = sum(many["stage_seconds"][s] for s in "BCD")
+    print(f"{'':28s}{'1 rank':>10s}{f'{nproc} ranks':>10s}{'ratio':>8s}")
+    print(f"{'stage A (npop=2) wall s':28s}{a1:10.1f}{an:10.1f}{a1 / an:8.2f}")
+    print(f"{'stages B-D wall s':28s}{bd1:10.1f}{bdn:10.1f}{bd1 / bdn:8.2f}")
+    for stage in "BCD":
+        s1, sn = one["stage_seconds"][stage], many["stage_seconds"][stage]
+        print(f"{'  stage ' + stage:28s}{s1:10.1f}{sn:10.1f}{s1 / sn:8.2f}")
+    print(f"{'device-hours':28s}{one['device_hours']:10.4f}{many['device_hours']:10.4f}")
+    print(f"genotypes equal: {one['genotype']['normal'] == many['genotype']['normal']} "
+          "(stage A is rank-independent; DDP stages see different BN batches)")
+
+
+MEMORY_PROBE = r"""
+import json, resource, sys, torch
+import torch.nn.functional as F
+from space.ops import SEARCH_OPS, PRIMITIVES
+from space.search_network import SearchNetwork
+kind, channels, layers, batch, size = sys.argv[1], *map(int, sys.argv[2:6])
+torch.manual_seed(0)
+torch.set_num_threads(1)
+if kind == "supernet":
+    cell = [SEARCH_OPS] * 14
+else:
+    cell = [(PRIMITIVES[e % len(PRIMITIVES)],) for e in range(14)]
+    cell[0] = SEARCH_OPS
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+net = SearchNetwork(3, 10, cell, channels=channels, layers=layers).to(device)
+images = torch.randn(batch, 3, size, size, device=device)
+labels = torch.randint(0, 10, (batch,), device=device)
+seen, saved = set(), [0]
+def pack(tensor):
+    storage = tensor.untyped_storage()
+    key = (storage.data_ptr(), storage.device)
+    if key not in seen:
+        seen.add(key)
+        saved[0] += storage.nbytes()
+    return tensor
+if device.type == "cuda":
+    torch.cuda.reset_peak_memory_stats(); base_cuda = torch.cuda.memory_allocated()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    loss = F.cross_entropy(net(images), labels)
+loss.backward()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = {"saved_bytes": saved[0], "rss_growth_bytes": (peak - base) * 1024,
+          "params": sum(p.numel() for p in net.parameters())}
+if device.type == "cuda":
+    result["cuda_peak_bytes"] = torch.cuda.max_memory_allocated() - base_cuda
+print(json.dumps(result))
+"""
+
+
+def memory_part(channels: int, layers: int, batch: int, size: int) -> None:
+    results = {}
+    for kind in ("stage_a", "supernet"):
+        output = subprocess.run([sys.executable, "-c", MEMORY_PROBE, kind, str(channels), str(layers), str(batch),
+                                 str(size)], cwd=ROOT, capture_output=True, text=True,
+                                env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        if output.returncode != 0:
+            raise SystemExit(output.stderr[-2000:])
+        results[kind] = json.loads(output.stdout.strip().splitlines()[-1])
+    a, s = results["stage_a"], results["supernet"]
+    print(f"memory: C={channels}, {layers} layers, batch {batch} of 3x{size}x{size}, one forward + backward")
+    print(f"{'':28s}{'stage A':>12s}{'supernet':>12s}{'ratio':>8s}")
+    print(f"{'parameters':28s}{a['params']:12d}{s['params']:12d}{a['params'] / s['params']:8.2f}")
+    for key, label in (("saved_bytes", "saved activations MiB"), ("rss_growth_bytes", "peak RSS growth MiB"),
+                       ("cuda_peak_bytes", "CUDA peak allocated MiB")):
+        if key in a:
+            print(f"{label:28s}{a[key] / 2**20:12.1f}{s[key] / 2**20:12.1f}{a[key] / s[key]:8.2f}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nproc", type=int, default=2, help="ranks to compare with 1 (default 2)")
+    parser.add_argument("--skip-time", action="store_true", help="skip the 1-vs-N-ranks searches")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the memory comparison")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the bench runs' directories here")
+    parser.add_argument("--channels", type=int, default=16, help="memory: C (default 16, the PertNAS search)")
+    parser.add_argument("--layers", type=int, default=5, help="memory: cells (default 5)")
+    parser.add_argument("--batch", type=int, default=32, help="memory: batch (default 32)")
+    parser.add_argument("--size", type=int, default=32, help="memory: image side (default 32, CIFAR)")
+    args = parser.parse_args(argv)
+    print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}")
+    if not args.skip_memory:
+        memory_part(args.channels, args.layers, args.batch, args.size)
+    if not args.skip_time:
+        time_part(args.nproc, args.keep)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The typed config of the evolutionary search: every number of the PertNAS protocol is a key here.
+
+Defaults are the reference's (REFERENCE section 3; PertNAS ``search_evolutionary.py``), so
+``configs/pertnas_cifar10.yaml`` only names the data. Learning rates and fine-tuning budgets follow the
+reference's formulas:
+
+    lr_stage = optim.learning_rate / stage.lr_divisor           (0.2176 / 2.5 in A, C, D; / 3 in B)
+    K_stage  = search.finetune_steps + stage.finetune_extra     (50 + 20 = 70 in A, +80 = 130 in C, +130 = 180 in D)
+
+and each training phase runs SGD (momentum, weight decay, gradient clipping) with a per-step cosine from
+lr_stage down to ``optim.learning_rate_min``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from data.loaders import DataConfig
+from launch.errors import ConfigError
+from space.ops import PRIMITIVES
+from space.search_network import NUM_EDGES
+
+REFERENCE_EDGE_ORDER = [13, 12, 8, 11, 7, 4, 9, 10, 5, 6, 2, 3, 0, 1]  # PertNAS stage C visiting order
+
+
+@dataclass
+class StageConfig:
+    """One stage's training and scoring budget.
+
+    epochs: training epochs of a fresh network (stage A: per edge; C, D: the retrain after a decision).
+    lr_divisor: the stage's peak learning rate is optim.learning_rate / lr_divisor.
+    finetune_extra: K = search.finetune_steps + finetune_extra fine-tune steps per perturb-val candidate.
+    inherit_epochs: with search.weight_inheritance, epochs of the retrain that continues from the
+    current weights instead of training a fresh network for ``epochs``.
+    """
+
+    epochs: int = 5
+    lr_divisor: float = 2.5
+    finetune_extra: int = 0
+    inherit_epochs: int = 1
+
+    def validate(self) -> None:
+        if self.epochs < 0 or self.inherit_epochs < 0:
+            raise ConfigError(f"must not be negative (got {self.epochs} / {self.inherit_epochs})", key="epochs")
+        if not self.lr_divisor > 0:
+            raise ConfigError(f"must be positive (got {self.lr_divisor})", key="lr_divisor")
+
+
+@dataclass
+class OptimConfig:
+    """SGD and its schedule. finetune_lr: fine-tuning learning rate in perturb-val; null = the
+    optimizer's rate at the end of training (learning_rate_min), which is what the reference uses."""
+
+    learning_rate: float = 0.2176
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    finetune_lr: float | None = None
+
+    def validate(self) -> None:
+        if not self.learning_rate > 0 or self.learning_rate_min < 0:
+            raise ConfigError(f"must be positive (got {self.learning_rate}, min {self.learning_rate_min})",
+                              key="learning_rate")
+        if self.finetune_lr is not None and self.finetune_lr < 0:
+            raise ConfigError(f"must not be negative (got {self.finetune_lr})", key="finetune_lr")
+
+
+@dataclass
+class NetworkConfig:
+    """The search network: ``channels`` (C), ``layers`` cells (reductions at layers//3, 2*layers//3)."""
+
+    channels: int = 16
+    layers: int = 5
+    stem_multiplier: int = 3
+
+    def validate(self) -> None:
+        if self.channels < 2 or self.channels % 2:
+            raise ConfigError(f"must be an even number >= 2 (got {self.channels})", key="channels")
+        if self.layers < 1:
+            raise ConfigError(f"must be at least 1 (got {self.layers})", key="layers")
+
+
+@dataclass
+class SearchConfig:
+    """The protocol.
+
+    npop: population size (members 0..npop-1; rank r trains members r, r+W, ...).
+    ops: the candidate ops of stage A (the score matrix has one column per op, in this order).
+    top_k: ops kept per edge in stage B (plus none). edge_order: stage C's edge visiting order.
+    node_order: stage D's node order (the reference draws it at random; here it is fixed).
+    finetune_steps: base K (see the module docstring). val_batches: search-val batches per accuracy
+    (0 = the whole search-val split). baseline: fine-tune the no-removal reference equally.
+    weight_inheritance: retrain after a C/D decision from the current weights (stage.inherit_epochs)
+    instead of a fresh network (stage.epochs, the reference). record_digests: hash the weights at every
+    perturb-val task's start and store them in scores.json (proves every candidate starts equal).
+    """
+
+    npop: int = 4
+    ops: list[str] = field(default_factory=lambda: list(PRIMITIVES))
+    top_k: int = 2
+    edge_order: list[int] = field(default_factory=lambda: list(REFERENCE_EDGE_ORDER))
+    node_order: list[int] = field(default_factory=lambda: [3, 4, 5])
+    finetune_steps: int = 50
+    val_batches: int = 40
+    baseline: bool = False
+    weight_inheritance: bool = False
+    record_digests: bool = False
+    stage_a: StageConfig = field(default_factory=lambda: StageConfig(epochs=5, lr_divisor=2.5, finetune_extra=20))
+    stage_b: StageConfig = field(default_factory=lambda: StageConfig(epochs=5, lr_divisor=3.0, finetune_extra=0))
+    stage_c: StageConfig = field(default_factory=lambda: StageConfig(epochs=5, lr_divisor=2.5, finetune_extra=80))
+    stage_d: StageConfig = field(default_factory=lambda: StageConfig(epochs=5, lr_divisor=2.5, finetune_extra=130))
+
+    def validate(self) -> None:
+        if self.npop < 1:
+            raise ConfigError(f"must be at least 1 (got {self.npop})", key="npop")
+        unknown = [op for op in self.ops if op not in PRIMITIVES]
+        if unknown:
+            raise ConfigError(f"holds unknown op(s) {unknown}; choose from {', '.join(PRIMITIVES)}", key="ops")
+        if len(set(self.ops)) != len(self.ops) or len(self.ops) < 1:
+            raise ConfigError(f"must list distinct ops, at least one (got {self.ops})", key="ops")
+        if not 1 <= self.top_k <= len(self.ops):
+            raise ConfigError(f"must be in 1..{len(self.ops)} (got {self.top_k})", key="top_k")
+        if sorted(self.edge_order) != list(range(NUM_EDGES)):
+            raise ConfigError(f"must list each edge 0..{NUM_EDGES - 1} once (got {self.edge_order})",
+                              key="edge_order")
+        if sorted(self.node_order) != [3, 4, 5]:
+            raise ConfigError(f"must list the nodes 3, 4, 5 once each (got {self.node_order})", key="node_order")
+        if self.finetune_steps < 0 or self.val_batches < 0:
+            raise ConfigError(f"must not be negative (got {self.finetune_steps} / {self.val_batches})",
+                              key="finetune_steps")
+        for name in ("stage_a", "stage_b", "stage_c", "stage_d"):
+            if self.finetune_steps + getattr(self, name).finetune_extra < 0:
+                raise ConfigError("gives a negative fine-tune budget", key=f"{name}.finetune_extra")
+
+    def finetune_budget(self, stage: StageConfig) -> int:
+        """K for ``stage``: finetune_steps + stage.finetune_extra."""
+        return self.finetune_steps + stage.finetune_extra
+
+
+@dataclass
+class DebugConfig:
+    """Test hooks. crash_after_units > 0: rank ``crash_rank`` kills itself with SIGKILL after its
+    crash_after_units-th stage-A unit, once: only while ``crash_marker`` (a file it then creates) is absent."""
+
+    crash_after_units: int = 0
+    crash_rank: int = 0
+    crash_marker: str | None = None
+
+
+@dataclass
+class EvolutionConfig:
+    """Everything ``search_evolutionary.py`` needs. The run directory is ``save/note``; rerunning the same
+    command (or a torchrun restart) resumes from its last checkpoint when ``resume`` is true.
+
+    data.batch_size is the batch of one network's training step: a stage-A member trains with it on one
+    rank; in stages B-D it is split evenly across the ranks of the DDP job (so it must divide by W).
+    threads: torch CPU threads per rank (null: torch's default).
+    """
+
+    seed: int = 2
+    save: str = "runs/search_evolutionary"
+    note: str = "search"
+    resume: bool = True
+    device: str | None = None
+    threads: int | None = None
+    pictures: bool = True
+    data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", backend="ffcv", batch_size=256,
+                                                                eval_batch_size=256, cutout=0))
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+
+    def validate(self) -> None:
+        if not self.note or "/" in self.note or self.note in (".", ".."):
+            raise ConfigError(f"must be a plain folder name (got {self.note!r})", key="note")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"must be at least 1 (got {self.threads})", key="threads")

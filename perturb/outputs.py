@@ -1,0 +1,182 @@
+"""What a search leaves in its run directory, and resuming from it.
+
+    run_dir/
+      checkpoints/ckpt_<step>.pt   one per decision (launch.checkpoint: atomic, checksummed, every rank's RNG)
+      stage_a/member_<m>.json      stage-A rows of member m as they finish (what a restart resumes stage A from)
+      scores.json                  every member's score matrix, the population average, every decision
+      cells/step_<step>.png        the cell after each decision of stages B-D (all candidate ops shown)
+      cells/final.png              the final genotype (space.visualize.draw_genotype)
+      genotype.json                the searched cell (normal = reduce)
+      summary.json                 wall time, world size, device-hours = wall * W / 3600, the genotype
+      config.yaml, log.txt, metrics.jsonl, tensorboard/   (launch.rundir)
+
+Only rank 0 writes files (checkpoint saving is collective). Pictures are skipped, with one warning, when
+graphviz is not installed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from launch.checkpoint import CheckpointManager, write_atomically
+from launch.config import config_to_dict
+from launch.distributed import DistEnv, barrier
+from launch.errors import ConfigError
+from perturb.runtime import SearchRuntime
+from perturb.stages import SearchState
+from space.genotype import INPUT_NODES, Genotype
+from space.ops import NONE_OP
+from space.search_network import EDGE_ENDPOINTS, EdgeCandidates, SearchNetwork
+
+
+def _json_safe(value):
+    """NaN/inf -> None (strict JSON), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def write_json(path: Path, record: dict) -> None:
+    write_atomically(path, (json.dumps(_json_safe(record), indent=1) + "\n").encode())
+
+
+def draw_search_cell(cell: EdgeCandidates, path: Path, caption: str = "") -> Path:
+    """A picture of a cell during the search: every active candidate op of every edge (``none`` left out).
+
+    Raises ImportError / graphviz errors when graphviz is unusable (the caller decides what to do).
+    """
+    import graphviz
+
+    graph = graphviz.Digraph(format="png", engine="dot")
+    graph.attr(rankdir="LR", label=caption, labelloc="b", fontsize="18", fontname="helvetica")
+    graph.attr("node", style="filled", shape="rect", fontname="helvetica", fontsize="14")
+    names = {0: "c_{k-2}", 1: "c_{k-1}"}
+    for node in range(INPUT_NODES, INPUT_NODES + 4):
+        names[node] = str(node - INPUT_NODES)
+    for node, label in names.items():
+        graph.node(str(node), label, fillcolor="darkseagreen2" if node < INPUT_NODES else "lightblue")
+    graph.node("out", "c_{k}", fillcolor="palegoldenrod")
+    for (source, target), ops in zip(EDGE_ENDPOINTS, cell):
+        for op in ops:
+            if op != NONE_OP:
+                graph.edge(str(source), str(target), label=op, fontsize="11")
+    for node in range(INPUT_NODES, INPUT_NODES + 4):
+        graph.edge(str(node), "out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(graph.render(filename=path.with_suffix("").name, directory=str(path.parent), cleanup=True))
+
+
+class SearchRecorder:
+    """Checkpoints, scores.json, pictures and the summary of one search run."""
+
+    def __init__(self, run_dir: Path, env: DistEnv, runtime: SearchRuntime, config: object,
+                 log: logging.Logger, pictures: bool = True):
+        self.run_dir = Path(run_dir)
+        self.env = env
+        self.runtime = runtime
+        self.config = config
+        self.log = log
+        self.pictures = pictures and env.is_main
+        self.manager = CheckpointManager(self.run_dir, env, keep=2)
+        self._segment_start = time.time()
+        self._elapsed_before = 0.0
+
+    # ---- resume ----------------------------------------------------------------------------------
+    def resume(self, npop: int, n_ops: int, allow: bool = True):
+        """``(state, trained)`` from the newest checkpoint, or a fresh state and None.
+
+        ``allow=False`` starts over: the run directory's old checkpoints are deleted first.
+        """
+        if not allow:
+            if self.env.is_main:
+                for _, path in self.manager.list_checkpoints():
+                    path.unlink(missing_ok=True)
+                shutil.rmtree(self.run_dir / "stage_a", ignore_errors=True)
+            barrier()
+        saved = self.manager.load_latest() if allow else None
+        if saved is None:
+            return SearchState.fresh(npop, n_ops), None
+        state = SearchState.from_dict(saved["search"])
+        if len(state.member_scores) != npop or len(state.member_scores[0][0]) != n_ops:
+            raise ConfigError(f"the run directory {self.run_dir} holds a search with another npop or op list; "
+                              "use another --note or --set resume=false")
+        self._elapsed_before = state.elapsed_s
+        self.runtime.epochs_logged = state.epochs_logged
+        trained = None
+        if saved.get("trained") is not None:
+            stage_cfg = self.runtime.cfg.search.stage_c
+            trained = self.runtime.restore_network(saved["trained"], stage_cfg)
+        self.log.info("resumed from checkpoint step %d (stage %s)", state.step, state.stage)
+        return state, trained
+
+    # ---- after every decision --------------------------------------------------------------------
+    def on_decision(self, state: SearchState, network: SearchNetwork | None,
+                    optimizer: torch.optim.Optimizer | None, caption: str | None) -> None:
+        state.elapsed_s = self._elapsed_before + (time.time() - self._segment_start)
+        state.epochs_logged = self.runtime.epochs_logged
+        trained = SearchRuntime.pack(network, optimizer) if network is not None else None
+        self.manager.save(state.step, {"search": state.to_dict(), "trained": trained})
+        if not self.env.is_main:
+            return
+        self.write_scores(state)
+        if caption is not None and state.cell is not None:
+            self.picture(lambda path: draw_search_cell(state.current_cell(), path, caption),
+                         self.run_dir / "cells" / f"step_{state.step:04d}.png")
+
+    def write_scores(self, state: SearchState) -> None:
+        search = self.runtime.cfg.search
+        write_json(self.run_dir / "scores.json", {
+            "ops": list(search.ops),
+            "npop": search.npop,
+            "score": "top-1 % after removal minus reference top-1 %; more negative = more important",
+            "members": {str(m): matrix for m, matrix in enumerate(state.member_scores)},
+            "average": state.average,
+            "stage_a_units": state.units,
+            "decisions": state.decisions,
+            "cell": state.cell,
+        })
+
+    def picture(self, draw, path: Path) -> None:
+        if not self.pictures:
+            return
+        try:
+            draw(path)
+        except Exception as error:  # graphviz missing or failing: pictures are a convenience
+            warnings.warn(f"cell pictures are skipped: {error}", stacklevel=2)
+            self.log.warning("cell pictures are skipped: %s", error)
+            self.pictures = False
+
+    # ---- the end ---------------------------------------------------------------------------------
+    def finish(self, state: SearchState, genotype: Genotype, name: str) -> None:
+        wall = self._elapsed_before + (time.time() - self._segment_start)
+        if not self.env.is_main:
+            return
+        genotype.to_json(self.run_dir / "genotype.json", name=name)
+        self.write_scores(state)
+        from space.visualize import draw_genotype
+
+        self.picture(lambda path: draw_genotype(genotype, path, caption=name), self.run_dir / "cells" / "final.png")
+        write_json(self.run_dir / "summary.json", {
+            "genotype": genotype.to_dict(name=name),
+            "wall_time_s": round(wall, 3),
+            "world_size": self.env.world_size,
+            "device": str(self.env.device),
+            "device_hours": wall * self.env.world_size / 3600.0,
+            "decisions": state.step,
+            "stage_seconds": {stage: round(t, 3) for stage, t in state.stage_seconds.items()},
+            "config": config_to_dict(self.config),
+        })
+        self.log.info("genotype: %s", genotype)
+        self.log.info("search wall time %.1fs on %d rank(s): %.4f device-hours", wall, self.env.world_size,
+                      wall * self.env.world_size / 3600.0)

@@ -1,0 +1,205 @@
+"""What the stages need from the job: fresh networks, training phases, perturb-val with fixed batches.
+
+:class:`SearchRuntime` binds the config, the process group and the loaders. Reproducibility rests on
+*unit keys*: every unit of work (stage A: member m, edge e; B; C: edge e; D: node n) seeds the RNGs and
+picks its data epochs from ``(seed, key)`` alone. So a unit gives the same result whichever rank runs it,
+however many ranks there are, and whether the run was interrupted before it or not.
+
+Two loader sets: ``member_loaders`` (rank 0 of 1, the full batch: the data a single network sees) feeds
+stage-A training and every perturb-val (fine-tune and search-val batches are then identical on all
+ranks); ``ddp_loaders`` (rank r of W, batch / W) feeds the DDP training of stages B-D.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from data.loaders import BatchStream, Loaders
+from launch.distributed import DistEnv, broadcast_tensor, wrap_ddp
+from launch.rundir import MetricsLogger, progress
+from launch.seeding import seed_everything
+from launch.train import evaluate, to_channels_last, train_epoch
+from perturb.config import EvolutionConfig, StageConfig
+from perturb.scoring import Candidate, PerturbResult, perturb_val
+from perturb.snapshot import Snapshot
+from perturb.training import cosine_schedule, make_optimizer
+from space.search_network import EdgeCandidates, SearchNetwork
+
+
+def unit_seed(seed: int, key: str) -> int:
+    """A 31-bit seed drawn from (seed, key) by SHA-256: independent streams per unit of work."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{key}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def data_epoch(seed: int, key: str) -> int:
+    """The loader epoch a unit starts at (each unit sees its own shuffles, the same ones on a rerun)."""
+    return (unit_seed(seed, f"epoch/{key}") % 100_000) * 1_000
+
+
+class SearchRuntime:
+    """Training and scoring for the stages (see the module docstring)."""
+
+    def __init__(self, cfg: EvolutionConfig, env: DistEnv, member_loaders: Loaders, ddp_loaders: Loaders,
+                 run_dir: Path, metrics: MetricsLogger | None = None, log: logging.Logger | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.env = env
+        self.member_loaders = member_loaders
+        self.ddp_loaders = ddp_loaders
+        self.info = member_loaders.info
+        self.metrics = metrics
+        self.log = log or logging.getLogger(__name__)
+        self.epochs_logged = 0  # x axis of the TensorBoard curves; restored on resume
+        self.scores_logged = 0  # x axis of the perturb-val curves
+        self._val_batches: list | None = None
+
+    # ---- networks --------------------------------------------------------------------------------
+    def new_network(self, cell: EdgeCandidates, key: str) -> SearchNetwork:
+        """A freshly initialised one-cell SearchNetwork of ``cell`` on the device, seeded by ``key`` alone
+        (the same initial weights on every rank and for any world size)."""
+        seed_everything(unit_seed(self.cfg.seed, key))
+        net = self.cfg.network
+        network = SearchNetwork(self.info.in_channels, self.info.num_classes, cell, reduce=None,
+                                channels=net.channels, layers=net.layers, stem_multiplier=net.stem_multiplier)
+        return to_channels_last(network.to(self.env.device), self.env.device)
+
+    def restore_network(self, record: dict, stage: StageConfig) -> tuple[SearchNetwork, torch.optim.Optimizer]:
+        """Network and optimizer from :meth:`pack`'s ``record`` (a checkpoint)."""
+        network = self.new_network(tuple(tuple(ops) for ops in record["cell"]), "restore")
+        network.load_mask_state(record["masks"])
+        network.load_state_dict(record["model"])
+        optimizer = make_optimizer(network, self.stage_lr(stage), self.cfg.optim)
+        optimizer.load_state_dict(record["optimizer"])
+        return network, optimizer
+
+    @staticmethod
+    def pack(network: SearchNetwork, optimizer: torch.optim.Optimizer) -> dict:
+        """Everything to rebuild ``network`` and ``optimizer``: construction cell, masks, copies of the states."""
+        return {
+            "cell": [list(ops) for ops in network.candidates["normal"]],
+            "masks": network.mask_state(),
+            "model": {name: t.detach().to("cpu", copy=True) for name, t in network.state_dict().items()},
+            "optimizer": _cpu_copy(optimizer.state_dict()),
+        }
+
+    # ---- training --------------------------------------------------------------------------------
+    def stage_lr(self, stage: StageConfig) -> float:
+        return self.cfg.optim.learning_rate / stage.lr_divisor
+
+    def train(self, network: SearchNetwork, stage: StageConfig, *, key: str, distributed: bool, tag: str,
+              epochs: int | None = None) -> torch.optim.Optimizer:
+        """Train ``network`` ``epochs`` (default stage.epochs) epochs with a fresh SGD and cosine schedule.
+
+        ``distributed``: every rank trains it together under DDP (find_unused_parameters, since masked ops
+        get no gradient) on its shard of each batch; afterwards rank 0's weights and BN statistics are
+        broadcast so every rank holds bit-identical states. Otherwise this rank trains it alone.
+        Returns the optimizer (its state is part of the snapshot perturb-val starts from).
+        """
+        epochs = stage.epochs if epochs is None else epochs
+        use_ddp = distributed and self.env.is_distributed
+        # seed + rank where ranks share the work (DDP); the unit alone where one rank owns it (stage A)
+        seed_everything(unit_seed(self.cfg.seed, f"train/{key}"), rank=self.env.rank if use_ddp else 0)
+        loader = (self.ddp_loaders if use_ddp else self.member_loaders).search_train
+        optimizer = make_optimizer(network, self.stage_lr(stage), self.cfg.optim)
+        scheduler = cosine_schedule(optimizer, epochs * len(loader), self.cfg.optim)
+        model = wrap_ddp(network, self.env, find_unused_parameters=True) if use_ddp else network
+        first_epoch = data_epoch(self.cfg.seed, key)
+        started = time.time()
+        for epoch in progress(range(epochs), self.env, desc=f"{tag} train", leave=False):
+            loader.set_epoch(first_epoch + epoch)
+            result = train_epoch(model, loader, optimizer, env=self.env, desc=f"{tag} epoch {epoch + 1}",
+                                 sync=use_ddp, grad_clip=self.cfg.optim.grad_clip, scheduler=scheduler)
+            self.log.info("%s epoch %d/%d: loss %.4f top1 %.2f%%", tag, epoch + 1, epochs, result["loss"],
+                          result["top1"])
+            self.epochs_logged += 1
+            if self.metrics is not None:
+                self.metrics.log(self.epochs_logged, **{"train/loss": result["loss"], "train/top1": result["top1"]})
+        if use_ddp:
+            for tensor in list(network.parameters()) + list(network.buffers()):
+                broadcast_tensor(tensor.data, src=0)
+        self.log.debug("%s trained %d epochs in %.1fs", tag, epochs, time.time() - started)
+        return optimizer
+
+    # ---- perturb-val -----------------------------------------------------------------------------
+    def val_batches(self):
+        """The fixed search-val batches every accuracy is measured on (taken once per job)."""
+        count = self.cfg.search.val_batches
+        if count == 0:
+            return self.member_loaders.search_val  # the whole split, same order every time
+        if self._val_batches is None:
+            with BatchStream(self.member_loaders.search_val) as stream:
+                self._val_batches = list(stream.take(count))
+        return self._val_batches
+
+    def finetune_batches(self, key: str, count: int) -> list:
+        """``count`` search-train batches for one perturb-val call: every candidate sees exactly these."""
+        if count == 0:
+            return []
+        with BatchStream(self.member_loaders.search_train, start_epoch=data_epoch(self.cfg.seed, f"ft/{key}")) as s:
+            return list(s.take(count))
+
+    def score(self, network: SearchNetwork, optimizer: torch.optim.Optimizer, candidates: Sequence[Candidate],
+              stage: StageConfig, *, key: str, shard: bool, tag: str) -> PerturbResult:
+        """Perturb-val of ``candidates`` on ``network`` with the stage's fine-tune budget K.
+
+        Fine-tuning continues ``optimizer`` (restored from the snapshot for each candidate) at
+        optim.finetune_lr, or at its end-of-training rate when that is null.
+        """
+        steps = self.cfg.search.finetune_budget(stage)
+        seed_everything(unit_seed(self.cfg.seed, f"score/{key}"))  # the same RNG state on every rank
+        batches = self.finetune_batches(key, steps)
+        measure_batches = self.val_batches()
+        finetune_lr = self.cfg.optim.finetune_lr
+        grad_clip = self.cfg.optim.grad_clip
+
+        def finetune(module: nn.Module, count: int) -> None:
+            if finetune_lr is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = finetune_lr
+            train_epoch(module, batches, optimizer, env=self.env, max_steps=count, desc="fine-tune", sync=False,
+                        grad_clip=grad_clip)
+
+        snapshot = Snapshot.capture(network, optimizer)
+        bar = progress(iter(()), self.env, desc=f"{tag} perturb-val", total=len(candidates) + 1, leave=False)
+
+        def on_task(index: int, label: str) -> None:
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(label)
+                bar.update(1)
+
+        try:
+            result = perturb_val(network, candidates, snapshot=snapshot, finetune=finetune,
+                                 measure=lambda module: evaluate(module, measure_batches, env=self.env,
+                                                                 desc="search-val", sync=False)["top1"],
+                                 steps=steps,
+                                 env=self.env, shard=shard, baseline=self.cfg.search.baseline,
+                                 record_digests=self.cfg.search.record_digests, on_task=on_task)
+        finally:
+            if hasattr(bar, "close"):
+                bar.close()
+        if not snapshot.matches(network):
+            raise RuntimeError("perturb-val did not restore the network's weights")
+        self.scores_logged += 1
+        if self.metrics is not None:
+            self.metrics.log(self.scores_logged, **{"perturb/reference_top1": result.reference,
+                                                   "perturb/best_score": min(result.scores, default=0.0)})
+        self.log.info("%s perturb-val (K=%d): reference %.2f%%, scores %s", tag, steps, result.reference,
+                      ", ".join(f"{c.label} {s:+.2f}" for c, s in zip(candidates, result.scores)))
+        return result
+
+
+def _cpu_copy(value):
+    """A deep copy of a (nested) optimizer state with every tensor copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(item) for item in value)
+    return value

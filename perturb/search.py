@@ -1,0 +1,56 @@
+"""One evolutionary search from a resolved config: process group, run directory, loaders, stages, outputs."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from data.loaders import build_loaders
+from launch.distributed import init_distributed, shutdown_distributed
+from launch.errors import ConfigError
+from launch.rundir import MetricsLogger, get_logger, prepare_run_dir
+from perturb.config import EvolutionConfig
+from perturb.outputs import SearchRecorder
+from perturb.runtime import SearchRuntime
+from perturb.stages import run_search
+from space.genotype import Genotype
+
+
+def run_evolutionary_search(cfg: EvolutionConfig) -> Genotype:
+    """Run (or resume) the search described by ``cfg`` in ``cfg.save/cfg.note``; returns the genotype.
+
+    Call it in every torchrun worker (or in a plain process: a world of one).
+    """
+    env = init_distributed(device=cfg.device)
+    metrics = None
+    try:
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        if cfg.data.batch_size % env.world_size:
+            raise ConfigError(f"must divide by the number of ranks {env.world_size} (got {cfg.data.batch_size}): "
+                              "stages B-D split each batch across ranks", key="data.batch_size")
+        # the data one network sees (stage A, perturb-val), and each rank's share for DDP training (B-D)
+        member_loaders = build_loaders(cfg.data, rank=0, world_size=1, seed=cfg.seed, device=env.device)
+        ddp_loaders = member_loaders
+        if env.is_distributed:
+            per_rank = dataclasses.replace(cfg.data, batch_size=cfg.data.batch_size // env.world_size)
+            ddp_loaders = build_loaders(per_rank, rank=env.rank, world_size=env.world_size, seed=cfg.seed,
+                                        device=env.device)
+        for loaders in (member_loaders, ddp_loaders):
+            loaders.search_train, loaders.search_val  # build them now: bad data fails before anything is written
+        run_dir = prepare_run_dir(Path(cfg.save) / cfg.note, env, cfg)
+        log = get_logger("search_evolutionary", env, run_dir)
+        log.info("evolutionary search: npop %d on %d rank(s), device %s, run dir %s", cfg.search.npop,
+                 env.world_size, env.device, run_dir)
+        metrics = MetricsLogger(run_dir, env)
+        runtime = SearchRuntime(cfg, env, member_loaders, ddp_loaders, run_dir, metrics, log)
+        recorder = SearchRecorder(run_dir, env, runtime, cfg, log, pictures=cfg.pictures)
+        state, trained = recorder.resume(cfg.search.npop, len(cfg.search.ops), allow=cfg.resume)
+        genotype = run_search(runtime, state, recorder.on_decision, trained)
+        recorder.finish(state, genotype, name=cfg.note)
+        return genotype
+    finally:
+        if metrics is not None:
+            metrics.close()
+        shutdown_distributed()

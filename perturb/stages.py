@@ -1,0 +1,266 @@
+"""The four stages of the evolutionary search (PertNAS), resumable after every decision.
+
+A. Population: member m starts from a random discrete cell (one op per edge, seeded by (seed, m)). For
+   each edge e = 0..13: expand e to every candidate op plus ``none``, train a fresh network, perturb-val
+   every op of e: row e of the member's score matrix S_m (14 x n_ops). Rank r runs members r, r+W, ...
+   on its own; each unit's row is saved at once (stage_a/member_<m>.json). Population output:
+   S = (1/npop) * sum_m S_m, read by every rank from every member's file.
+B. Keep the top_k most important ops per edge of S (plus ``none``); train one network with DDP on all ranks.
+C. For each edge in ``edge_order``: perturb-val its ops (candidates sharded over ranks), keep the most
+   important, retrain (fresh network, or the current one with weight inheritance).
+D. For each node in ``node_order``: perturb-val the removal of each incoming edge, keep the 2 most
+   important edges; retrain between nodes.
+
+Every decision of B-D (and the end of A) increments ``state.step`` and calls ``on_decision``
+(checkpoint, scores.json, picture).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from launch.checkpoint import write_atomically
+from launch.distributed import barrier
+from launch.errors import UserInputError
+from perturb.runtime import SearchRuntime
+from perturb.scoring import Candidate, PerturbResult
+from perturb.selection import (coarse_select, expand_edge, genotype_from_cell, keep_edges, keep_op, most_important,
+                               random_cell, real_ops, select_node_edges)
+from space.genotype import Genotype
+from space.ops import NONE_OP
+from space.search_network import NUM_EDGES, EdgeCandidates, SearchNetwork, node_edges
+
+STAGES = ("A", "B", "C", "D", "done")
+
+
+@dataclass
+class SearchState:
+    """Where the search stands; plain Python values only, so it is checkpointed as is.
+
+    member_scores[m][e]: member m's scores for the ops of edge e (NaN until scored); average: S after A;
+    cell: the current cell during B-D (14 lists of op names); c_done / d_done: decisions made in C / D;
+    decisions: one record per decision; units: stage-A details per "m,e" (reference accuracy,
+    accuracies, weight digests); elapsed_s: wall time of the run so far (across restarts);
+    stage_seconds: wall time per stage (a stage interrupted by a restart counts from its resumption).
+    """
+
+    stage: str = "A"
+    step: int = 0
+    member_scores: list = field(default_factory=list)
+    average: list | None = None
+    cell: list | None = None
+    c_done: int = 0
+    d_done: int = 0
+    decisions: list = field(default_factory=list)
+    units: dict = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    epochs_logged: int = 0
+    stage_seconds: dict = field(default_factory=dict)
+
+    @classmethod
+    def fresh(cls, npop: int, n_ops: int) -> "SearchState":
+        return cls(member_scores=[[[math.nan] * n_ops for _ in range(NUM_EDGES)] for _ in range(npop)])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchState":
+        return cls(**data)
+
+    def current_cell(self) -> EdgeCandidates:
+        return tuple(tuple(ops) for ops in self.cell)
+
+
+# on_decision(state, network or None, optimizer or None, picture caption or None)
+OnDecision = Callable[[SearchState, SearchNetwork | None, torch.optim.Optimizer | None, str | None], None]
+
+
+def run_search(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
+               trained: tuple[SearchNetwork, torch.optim.Optimizer] | None = None) -> Genotype:
+    """Run (or continue) the stages from ``state``; ``trained``: the network/optimizer of a resumed B-D state."""
+    for stage, run in (("A", stage_a), ("B", stage_b), ("C", stage_c), ("D", stage_d)):
+        if state.stage != stage:
+            continue
+        started = time.time()
+        trained = run(runtime, state, on_decision, *(trained if stage in ("C", "D") else ()))
+        state.stage_seconds[stage] = state.stage_seconds.get(stage, 0.0) + time.time() - started
+    return genotype_from_cell(state.current_cell())
+
+
+# ---- stage A ------------------------------------------------------------------------------------
+def stage_a(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision) -> None:
+    """Each rank runs its members (r, r+W, ...) edge by edge with no synchronisation between units
+    (members differ in cost; a per-unit collective would make every unit cost the slowest member's).
+    Each finished unit is appended to ``stage_a/member_<m>.json`` (atomic write), which is what a
+    restarted run resumes from; at the end every rank reads every member's file."""
+    env, search = runtime.env, runtime.cfg.search
+    directory = runtime.run_dir / "stage_a"
+    directory.mkdir(parents=True, exist_ok=True)
+    done_here = 0
+    for member in range(env.rank, search.npop, env.world_size):
+        records = read_member_records(directory, member)
+        if records:
+            runtime.log.info("stage A: member %d resumes with %d of %d edges scored", member, len(records), NUM_EDGES)
+        done_here += len(records)
+        for edge in range(NUM_EDGES):
+            if str(edge) in records:
+                continue
+            result = _stage_a_unit(runtime, member, edge, done_here)
+            records[str(edge)] = {"scores": result.scores, "reference": result.reference,
+                                  "accuracies": result.accuracies, "start_digests": result.start_digests}
+            write_atomically(directory / f"member_{member}.json", json.dumps(records).encode())
+            done_here += 1
+    barrier()
+    for member in range(search.npop):
+        for edge, record in read_member_records(directory, member).items():
+            state.member_scores[member][int(edge)] = record["scores"]
+            state.units[f"{member},{edge}"] = {key: record[key] for key in ("reference", "accuracies", "start_digests")}
+    state.average = population_average(state.member_scores)
+    state.stage = "B"
+    state.step += 1
+    on_decision(state, None, None, None)
+
+
+def read_member_records(directory: Path, member: int) -> dict:
+    """Stage-A results of ``member`` so far: {str(edge): {"scores", "reference", "accuracies", "start_digests"}}."""
+    path = directory / f"member_{member}.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SearchStateError(f"{path} cannot be read ({error}); delete it to rescore that member") from None
+
+
+class SearchStateError(UserInputError):
+    """A run directory whose search state cannot be resumed."""
+
+
+def _stage_a_unit(runtime: SearchRuntime, member: int, edge: int, done_here: int) -> PerturbResult:
+    """Member ``member``, edge ``edge``: expand, train a fresh network alone, perturb-val every op."""
+    search = runtime.cfg.search
+    key, tag = f"A/m{member}/e{edge}", f"A member {member} edge {edge}"
+    cell = expand_edge(random_cell(runtime.cfg.seed, member, search.ops), edge, tuple(search.ops) + (NONE_OP,))
+    network = runtime.new_network(cell, key)
+    optimizer = runtime.train(network, search.stage_a, key=key, distributed=False, tag=tag)
+    _maybe_crash(runtime, done_here)
+    candidates = [Candidate(edge, op) for op in search.ops]
+    return runtime.score(network, optimizer, candidates, search.stage_a, key=key, shard=False, tag=tag)
+
+
+def population_average(member_scores: list) -> list:
+    """S = (1/npop) * sum_m S_m, as nested lists (14 x n_ops)."""
+    matrix = torch.tensor(member_scores, dtype=torch.float64)  # (npop, 14, n_ops)
+    return matrix.mean(dim=0).tolist()
+
+
+def _is_nan(row: list) -> bool:
+    return any(math.isnan(value) for value in row)
+
+
+def _maybe_crash(runtime: SearchRuntime, units_done: int) -> None:
+    """Test hook (config ``debug``): SIGKILL this rank once, mid-unit, after it finished enough units."""
+    debug = runtime.cfg.debug
+    if (debug.crash_after_units <= 0 or debug.crash_marker is None or runtime.env.rank != debug.crash_rank
+            or units_done < debug.crash_after_units):
+        return
+    marker = Path(debug.crash_marker)
+    if marker.exists():
+        return
+    marker.write_text(f"killed after {units_done} units\n")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---- stage B ------------------------------------------------------------------------------------
+def stage_b(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision):
+    search = runtime.cfg.search
+    cell = coarse_select(state.average, k=search.top_k, ops=search.ops, keep_none=True)
+    state.cell = [list(ops) for ops in cell]
+    network = runtime.new_network(cell, "B")
+    optimizer = runtime.train(network, search.stage_b, key="B", distributed=True, tag="B")
+    state.decisions.append({"stage": "B", "cell": state.cell})
+    state.stage = "C"
+    state.step += 1
+    on_decision(state, network, optimizer, f"B: top-{search.top_k} ops per edge")
+    return network, optimizer
+
+
+# ---- stage C ------------------------------------------------------------------------------------
+def stage_c(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision, network: SearchNetwork,
+            optimizer: torch.optim.Optimizer):
+    search = runtime.cfg.search
+    for position in range(state.c_done, NUM_EDGES):
+        edge = search.edge_order[position]
+        ops = real_ops(state.cell[edge])
+        key, tag = f"C/e{edge}", f"C edge {edge} ({position + 1}/{NUM_EDGES})"
+        record = {"stage": "C", "edge": edge, "ops": list(ops)}
+        if len(ops) > 1:
+            result = runtime.score(network, optimizer, [Candidate(edge, op) for op in ops], search.stage_c,
+                                   key=key, shard=True, tag=tag)
+            best = ops[most_important(result.scores)]
+            record.update(reference=result.reference, accuracies=result.accuracies, scores=result.scores,
+                          start_digests=result.start_digests)
+        else:
+            best = ops[0]
+        record["kept"] = best
+        state.cell = [list(o) for o in keep_op(state.current_cell(), edge, best)]
+        if search.weight_inheritance:
+            for op in ops:
+                if op != best:
+                    network.set_active(edge, op, False)
+            optimizer = runtime.train(network, search.stage_c, key=key, distributed=True, tag=tag,
+                                      epochs=search.stage_c.inherit_epochs)
+        else:
+            network = runtime.new_network(state.current_cell(), key)
+            optimizer = runtime.train(network, search.stage_c, key=key, distributed=True, tag=tag)
+        state.decisions.append(record)
+        state.c_done = position + 1
+        if state.c_done == NUM_EDGES:
+            state.stage = "D"
+        state.step += 1
+        on_decision(state, network, optimizer, f"C: edge {edge} keeps {best}")
+    state.stage = "D"
+    return network, optimizer
+
+
+# ---- stage D ------------------------------------------------------------------------------------
+def stage_d(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision, network: SearchNetwork,
+            optimizer: torch.optim.Optimizer) -> None:
+    search = runtime.cfg.search
+    for position in range(state.d_done, len(search.node_order)):
+        node = search.node_order[position]
+        edges = [e for e in node_edges(node) if real_ops(state.cell[e])]
+        key, tag = f"D/n{node}", f"D node {node}"
+        result = runtime.score(network, optimizer, [Candidate(e) for e in edges], search.stage_d, key=key,
+                               shard=True, tag=tag)
+        kept = select_node_edges(result.scores, edges, keep=2)
+        state.cell = [list(o) for o in keep_edges(state.current_cell(), node, kept)]
+        state.decisions.append({"stage": "D", "node": node, "edges": edges, "reference": result.reference,
+                                "accuracies": result.accuracies, "scores": result.scores, "kept": kept,
+                                "start_digests": result.start_digests})
+        last = position == len(search.node_order) - 1
+        if not last:
+            if search.weight_inheritance:
+                for e in edges:
+                    if e not in kept:
+                        network.set_edge_active(e, False)
+                optimizer = runtime.train(network, search.stage_d, key=key, distributed=True, tag=tag,
+                                          epochs=search.stage_d.inherit_epochs)
+            else:
+                network = runtime.new_network(state.current_cell(), key)
+                optimizer = runtime.train(network, search.stage_d, key=key, distributed=True, tag=tag)
+        state.d_done = position + 1
+        if last:
+            state.stage = "done"
+        state.step += 1
+        on_decision(state, None if last else network, None if last else optimizer,
+                    f"D: node {node} keeps edges {kept}")
