@@ -31,3 +31,27 @@ def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(2) from None
 
     return wrapper
+
+
+class ConfigError(UserInputError):
+    """An unknown key, a value of the wrong type or an impossible value in a config.
+
+    ``ConfigError("must be positive (got 0)", key="search.npop")`` reads
+    ``config key 'search.npop' must be positive (got 0)``; without ``key`` the message stands alone.
+    A nested dataclass's ``validate`` names its own field; the loader prefixes the parent keys.
+    """
+
+    def __init__(self, message: str, key: str | None = None):
+        self.detail = message
+        self.key = key
+        super().__init__(f"config key '{key}' {message}" if key else message)
+
+    def with_prefix(self, prefix: str) -> "ConfigError":
+        """The same error with ``prefix.`` put before its key (used for nested configs)."""
+        if self.key is None or not prefix:
+            return self
+        return ConfigError(self.detail, key=f"{prefix}.{self.key}")
+
+
+class LaunchError(UserInputError):
+    """The job cannot start as asked: e.g. CUDA requested where there is none, or a bad torchrun environment."""

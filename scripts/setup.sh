@@ -35,7 +35,8 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
 fi
 
 stamp=.setup-stamp
-want=$(cat requirements.txt requirements-extras.txt scripts/setup.sh scripts/install_ffcv.sh 2>/dev/null | cksum)
+want=$({ cat requirements.txt requirements-extras.txt scripts/setup.sh scripts/install_ffcv.sh 2>/dev/null
+         "$PY" -c "import sys; print(sys.prefix)"; } | cksum)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

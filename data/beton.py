@@ -1,0 +1,217 @@
+"""FFCV .beton files and their metadata JSON: writing them atomically, and checking them before loading.
+
+Layout in an output folder for data set NAME: ``NAME_train.beton``, ``NAME_test.beton`` and
+``NAME_metadata.json`` (classes, counts, image shape, channel mean/std, source checksums, and the sha256
+and size of each .beton). The metadata is written last, so its presence means both .beton files are whole.
+
+Grey images: FFCV's RGBImageField stores 3 channels only, so grey images are stored with the grey value
+replicated to R, G and B (``stored_channels`` 3) and the loaders hand the model channel 0 alone
+(``in_channels`` 1). Pixels are stored raw (no JPEG), so reading gives back exactly what was written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from data.errors import DataError
+from data.info import ArrayDataset, DatasetInfo, info_from_arrays
+from data.readers import read_dataset
+
+METADATA_FORMAT = 1
+SPLITS = ("train", "test")
+
+
+def beton_path(out_dir: str | Path, name: str, split: str) -> Path:
+    return Path(out_dir) / f"{name}_{split}.beton"
+
+
+def metadata_path(out_dir: str | Path, name: str) -> Path:
+    return Path(out_dir) / f"{name}_metadata.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _RgbSamples:
+    """Indexable (image (H, W, 3) uint8, label int) view of an ArrayDataset, as FFCV's writer wants it."""
+
+    def __init__(self, dataset: ArrayDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image = self.dataset.images[index]
+        if image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        return np.ascontiguousarray(image), int(self.dataset.labels[index])
+
+
+def _temporary_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def write_beton(dataset: ArrayDataset, path: str | Path, max_resolution: int | None = None,
+                num_workers: int = -1) -> str:
+    """Write ``dataset`` to the FFCV file ``path`` (fields ``image``: raw RGBImageField, ``label``: IntField).
+
+    The file is written under a temporary name in the same folder and renamed into place when whole, so an
+    interrupted write never leaves a partial file under ``path``. max_resolution: FFCV shrinks images whose
+    longer side exceeds it (prefer :func:`resize_dataset` first, which keeps the metadata truthful).
+    Returns the sha256 of the written file.
+    """
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_sibling(path)
+    try:
+        writer = DatasetWriter(str(temporary), {
+            "image": RGBImageField(write_mode="raw", max_resolution=max_resolution),
+            "label": IntField(),
+        }, num_workers=num_workers)
+        writer.from_indexed_dataset(_RgbSamples(dataset))
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        digest = file_sha256(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return digest
+
+
+def resize_dataset(dataset: ArrayDataset, max_resolution: int) -> ArrayDataset:
+    """Shrink images whose longer side exceeds ``max_resolution`` (aspect kept, Pillow area filter)."""
+    from PIL import Image
+
+    height, width = dataset.images.shape[1:3]
+    ratio = max_resolution / max(height, width)
+    if ratio >= 1:
+        return dataset
+    size = (max(1, int(width * ratio)), max(1, int(height * ratio)))
+    resized = np.stack([
+        np.asarray(Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize(
+            size, Image.Resampling.BOX)).reshape(size[1], size[0], -1)
+        for image in dataset.images])
+    return ArrayDataset(resized, dataset.labels, dataset.classes, dataset.sources)
+
+
+def _write_json_atomic(path: Path, record: dict) -> None:
+    temporary = _temporary_sibling(path)
+    try:
+        with open(temporary, "w") as handle:
+            json.dump(record, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def read_metadata(beton_dir: str | Path, name: str) -> dict:
+    """Load ``NAME_metadata.json`` from ``beton_dir``; a missing or malformed file is a DataError."""
+    path = metadata_path(beton_dir, name)
+    if not path.is_file():
+        raise DataError(f"{path} not found: write the data set first with "
+                        f"python data/write_ffcv.py --dataset {name} --data-dir DIR --out {beton_dir}")
+    try:
+        record = json.loads(path.read_text())
+        if record.get("format") != METADATA_FORMAT or set(record["files"]) != set(SPLITS):
+            raise ValueError("unknown format or missing splits")
+        DatasetInfo.from_json(record["info"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DataError(f"{path} is not a valid metadata file ({error}); rewrite it with data/write_ffcv.py --force") \
+            from None
+    return record
+
+
+def verify_betons(beton_dir: str | Path, name: str) -> dict[str, Path]:
+    """Check both .beton files of ``name`` against the size and sha256 in its metadata; return their paths.
+
+    A missing, truncated or altered file raises DataError (one line, naming the file and the fix).
+    """
+    record = read_metadata(beton_dir, name)
+    paths = {}
+    for split in SPLITS:
+        path = beton_path(beton_dir, name, split)
+        expected = record["files"][split]
+        if not path.is_file():
+            raise DataError(f"{path} not found; rewrite it with data/write_ffcv.py --dataset {name} --force")
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            raise DataError(f"{path} has {size} bytes, its metadata says {expected['bytes']}: truncated or "
+                            f"replaced; rewrite it with data/write_ffcv.py --dataset {name} --force")
+        digest = file_sha256(path)
+        if digest != expected["sha256"]:
+            raise DataError(f"{path} fails its checksum (sha256 {digest[:12]}..., metadata says "
+                            f"{expected['sha256'][:12]}...); rewrite it with data/write_ffcv.py --dataset {name} --force")
+        paths[split] = path
+    return paths
+
+
+def _up_to_date(out_dir: Path, name: str, settings: dict) -> dict | None:
+    try:
+        record = read_metadata(out_dir, name)
+        verify_betons(out_dir, name)
+    except DataError:
+        return None
+    return record if record.get("settings") == settings else None
+
+
+def write_dataset(name: str, data_dir: str | Path | None, out_dir: str | Path, *, download: bool = False,
+                  max_resolution: int | None = None, force: bool = False, num_workers: int = -1,
+                  log=print) -> dict:
+    """Read data set ``name`` and write NAME_train.beton, NAME_test.beton, NAME_metadata.json to ``out_dir``.
+
+    Skips the work (and says so) when the files already exist, match their metadata and were written with
+    the same settings, unless ``force``. For ``imagefolder``, max_resolution is the square side every image
+    is resized to (default 32). Returns the metadata record.
+    """
+    out_dir = Path(out_dir)
+    settings = {"dataset": name, "max_resolution": max_resolution, "write_mode": "raw"}
+    if not force:
+        existing = _up_to_date(out_dir, name, settings)
+        if existing is not None:
+            log(f"{metadata_path(out_dir, name)} and its .beton files are up to date (use --force to rewrite)")
+            return existing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folder_size = max_resolution if name == "imagefolder" else None
+    splits = {split: read_dataset(name, data_dir, split, download=download, image_size=folder_size)
+              for split in SPLITS}
+    if max_resolution is not None and name != "imagefolder":
+        splits = {split: resize_dataset(dataset, max_resolution) for split, dataset in splits.items()}
+    train, test = splits["train"], splits["test"]
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise DataError(f"{name}: train images {train.images.shape[1:]} and test images {test.images.shape[1:]} differ")
+    info = info_from_arrays(name, train, len(test))
+    files = {}
+    for split, dataset in splits.items():
+        path = beton_path(out_dir, name, split)
+        log(f"writing {path} ({len(dataset)} images)")
+        files[split] = {"name": path.name, "sha256": write_beton(dataset, path, num_workers=num_workers),
+                        "bytes": path.stat().st_size, "count": len(dataset)}
+    record = {
+        "format": METADATA_FORMAT,
+        "settings": settings,
+        "info": info.to_json(),
+        "classes": list(train.classes),
+        "stored_channels": 3,
+        "in_channels": info.in_channels,
+        "image_shape": [*info.image_size, info.in_channels],
+        "sources": {**train.sources, **test.sources},
+        "files": files,
+    }
+    _write_json_atomic(metadata_path(out_dir, name), record)
+    log(f"wrote {metadata_path(out_dir, name)}")
+    return record

@@ -1,0 +1,134 @@
+"""What a data set is: its arrays (:class:`ArrayDataset`) and its shape and statistics (:class:`DatasetInfo`)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from data.errors import DataError
+
+#: Grey data sets: the model sees 1 channel.
+GREY_DATASETS = ("mnist", "fashion_mnist", "digits")
+#: Data sets whose images must not be mirrored (a mirrored digit is another glyph).
+NO_FLIP_DATASETS = ("mnist", "digits")
+BUILTIN_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "digits")
+ALL_DATASETS = BUILTIN_DATASETS + ("imagefolder",)
+
+
+@dataclass
+class ArrayDataset:
+    """Images and labels held in memory.
+
+    images: uint8 (N, H, W, C), C = 1 (grey) or 3 (RGB); labels: int64 (N,) in [0, len(classes));
+    sources: file name -> checksum (``"md5:..."`` / ``"sha256:..."``) of what the arrays were read from.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] not in (1, 3):
+            raise DataError(f"images must be uint8 (N, H, W, 1 or 3), got {self.images.dtype} {self.images.shape}")
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.labels.shape != (len(self.images),):
+            raise DataError(f"{len(self.images)} images but labels of shape {self.labels.shape}")
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
+            raise DataError(f"labels outside [0, {len(self.classes)}) for {len(self.classes)} classes")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[-1])
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Shape and statistics of a data set, as a model and a normaliser need them.
+
+    mean, std: per channel the model sees (``in_channels`` values), 0-255 pixel scale, so a normalised
+    pixel is x_hat = (x - mean_c) / std_c.
+    """
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_count: int
+    test_count: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict) -> "DatasetInfo":
+        try:
+            return cls(
+                name=str(record["name"]),
+                num_classes=int(record["num_classes"]),
+                in_channels=int(record["in_channels"]),
+                image_size=(int(record["image_size"][0]), int(record["image_size"][1])),
+                mean=tuple(float(v) for v in record["mean"]),
+                std=tuple(float(v) for v in record["std"]),
+                train_count=int(record["train_count"]),
+                test_count=int(record["test_count"]),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise DataError(f"malformed data set info ({error!r})") from None
+
+
+def _scaled(values: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(round(v * 255.0, 4) for v in values)
+
+
+# Published statistics (REFERENCE section 8; CIFAR-100 from its usual recipe) on the 0-255 scale.
+_BUILTIN = {
+    "cifar10": DatasetInfo("cifar10", 10, 3, (32, 32), _scaled((0.4914, 0.4822, 0.4465)),
+                           _scaled((0.2470, 0.2435, 0.2616)), 50000, 10000),
+    "cifar100": DatasetInfo("cifar100", 100, 3, (32, 32), _scaled((0.5071, 0.4865, 0.4409)),
+                            _scaled((0.2673, 0.2564, 0.2762)), 50000, 10000),
+    "mnist": DatasetInfo("mnist", 10, 1, (28, 28), _scaled((0.1307,)), _scaled((0.3081,)), 60000, 10000),
+    "fashion_mnist": DatasetInfo("fashion_mnist", 10, 1, (28, 28), _scaled((0.2860,)), _scaled((0.3530,)),
+                                 60000, 10000),
+    # digits: 1,797 images split 1,438 / 359 by data.readers (statistics measured on that training split).
+    "digits": DatasetInfo("digits", 10, 1, (8, 8), (77.7684,), (95.8093,), 1438, 359),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Published shape and statistics of a built-in data set (no file is read).
+
+    The loaders normalise with statistics computed from the actual training images (saved in the
+    .beton metadata), which agree with these to rounding; use this where no data is at hand yet.
+    """
+    if name not in _BUILTIN:
+        raise DataError(f"no built-in info for data set {name!r}; built-in: {', '.join(_BUILTIN)}")
+    return _BUILTIN[name]
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, H, W, C) on the 0-255 scale (population std)."""
+    count = images.shape[0] * images.shape[1] * images.shape[2]
+    flat = images.reshape(-1, images.shape[-1])
+    total = np.zeros(images.shape[-1], dtype=np.float64)
+    total_sq = np.zeros(images.shape[-1], dtype=np.float64)
+    for start in range(0, len(flat), 1 << 22):  # chunks: no float64 copy of a whole data set
+        chunk = flat[start:start + (1 << 22)].astype(np.float64)
+        total += chunk.sum(axis=0)
+        total_sq += (chunk * chunk).sum(axis=0)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 1e-12))
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def info_from_arrays(name: str, train: ArrayDataset, test_count: int) -> DatasetInfo:
+    """DatasetInfo whose mean/std are measured on ``train`` (the statistics every loader normalises with)."""
+    mean, std = channel_stats(train.images)
+    height, width = train.images.shape[1:3]
+    return DatasetInfo(name, len(train.classes), train.channels, (int(height), int(width)), mean, std,
+                       len(train), int(test_count))

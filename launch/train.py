@@ -1,0 +1,203 @@
+"""The one train step, train epoch and evaluate loop shared by every CLI.
+
+Devices are never hard-coded: on CUDA the forward pass runs under bf16 autocast and models/images use
+channels_last; on the CPU both are plain float32. Batches come from the data layer already on the
+model's device; one that is not is moved with ``non_blocking=True``.
+
+A model may return ``logits`` of shape (N, classes) or a tuple ``(logits, aux_logits_or_None)`` (the
+DARTS evaluation network's auxiliary head). The loss of a train step is
+
+    L = CE(logits, y) + aux_weight * CE(aux_logits, y)      (the second term only when aux_logits exist)
+
+Accuracies are percentages (0-100), as in the DARTS papers.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from launch.distributed import DistEnv, all_reduce_sum, unwrap_model
+from launch.rundir import progress
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def autocast_context(device: torch.device | str):
+    """bf16 autocast on CUDA, a do-nothing context on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_channels_last(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    """``model`` converted to channels_last memory format on CUDA (in place); unchanged on the CPU."""
+    if torch.device(device).type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for parameter in model.parameters():
+        return parameter.device
+    for buffer in model.buffers():
+        return buffer.device
+    return torch.device("cpu")
+
+
+def _on_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device):
+    if images.device != device:
+        images = images.to(device, non_blocking=True)
+    if labels.device != device:
+        labels = labels.to(device, non_blocking=True)
+    if device.type == "cuda" and images.dim() == 4 and not images.is_contiguous(memory_format=torch.channels_last):
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels
+
+
+def split_outputs(outputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(logits, aux_logits or None)`` from a model's output: a tensor or a (logits, aux) tuple."""
+    if isinstance(outputs, (tuple, list)):
+        logits = outputs[0]
+        aux = outputs[1] if len(outputs) > 1 else None
+        return logits, aux
+    return outputs, None
+
+
+def count_correct(logits: torch.Tensor, labels: torch.Tensor, topk: Sequence[int] = (1, 5)) -> torch.Tensor:
+    """Number of samples whose label is among the k highest logits, for each k: shape (len(topk),).
+
+    logits (N, classes), labels (N,). k larger than the number of classes counts every sample.
+    """
+    max_k = min(max(topk), logits.shape[-1])
+    top_classes = logits.topk(max_k, dim=-1).indices  # (N, max_k)
+    hits = top_classes.eq(labels.view(-1, 1))  # (N, max_k)
+    return torch.stack([hits[:, : min(k, max_k)].any(dim=1).sum() for k in topk]).to(torch.float64)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor, topk: Sequence[int] = (1, 5)) -> list[float]:
+    """Top-k accuracies in percent, one per k: 100 * (#samples with the label among the k best) / N."""
+    if labels.numel() == 0:
+        return [float("nan")] * len(topk)
+    return (count_correct(logits, labels, topk) * (100.0 / labels.numel())).tolist()
+
+
+def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               optimizer: torch.optim.Optimizer, *, criterion: Criterion | None = None,
+               grad_clip: float | None = 5.0, aux_weight: float = 0.0, scheduler=None) -> dict:
+    """One optimisation step on a batch; returns ``{"loss": float, "top1": float}`` (top1 in percent).
+
+    images (N, C, H, W), labels (N,). Forward under :func:`autocast_context`, loss as in the module
+    docstring (``criterion`` defaults to cross-entropy), backward, gradient-norm clipping to
+    ``grad_clip`` (None: no clipping), ``optimizer.step()``, then ``scheduler.step()`` if given.
+    The model's train/eval mode is left as the caller set it.
+    """
+    criterion = criterion or F.cross_entropy
+    device = _model_device(model)
+    images, labels = _on_device(images, labels, device)
+    optimizer.zero_grad(set_to_none=True)
+    with autocast_context(device):
+        logits, aux_logits = split_outputs(model(images))
+    loss = criterion(logits.float(), labels)
+    if aux_logits is not None and aux_weight:
+        loss = loss + aux_weight * criterion(aux_logits.float(), labels)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    top1 = count_correct(logits.detach(), labels, topk=(1,))[0] * (100.0 / labels.numel())
+    return {"loss": loss.item(), "top1": top1.item()}
+
+
+def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, *,
+                env: DistEnv, max_steps: int | None = None, desc: str = "train", sync: bool = True,
+                **train_step_kwargs) -> dict:
+    """Train over ``batches`` of ``(images, labels)`` (at most ``max_steps``); returns averages.
+
+    Returns ``{"loss", "top1", "steps", "count"}``: sample-weighted mean loss and top-1 (percent) over
+    the epoch, summed across ranks when distributed and ``sync`` (every rank must call it then), the
+    number of steps of this rank and the number of samples of all ranks. ``sync=False`` reports this rank
+    alone and runs no collective (for work that differs between ranks, such as per-rank search members). Sets ``model.train()``. Other keyword arguments
+    go to :func:`train_step` (criterion, grad_clip, aux_weight, scheduler).
+    """
+    model.train()
+    sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct top-1, n
+    steps = 0
+    total = max_steps
+    if total is None and hasattr(batches, "__len__"):
+        total = len(batches)
+    bar = progress(batches, env, desc=desc, total=total, leave=False)
+    for images, labels in (bar if max_steps != 0 else ()):
+        result = train_step(model, images, labels, optimizer, **train_step_kwargs)
+        count = labels.shape[0]
+        sums += torch.tensor([result["loss"] * count, result["top1"] * count / 100.0, count], dtype=torch.float64)
+        steps += 1
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{result['loss']:.3f}", top1=f"{result['top1']:.1f}")
+        if max_steps is not None and steps >= max_steps:
+            break  # checked after the step so no batch is drawn and dropped
+    if hasattr(bar, "close"):
+        bar.close()
+    if sync:
+        sums = all_reduce_sum(sums.to(env.device)).cpu()
+    count = sums[2].item()
+    return {
+        "loss": sums[0].item() / count if count else math.nan,
+        "top1": 100.0 * sums[1].item() / count if count else math.nan,
+        "steps": steps,
+        "count": int(count),
+    }
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_batches: int | None = None,
+             criterion: Criterion | None = None, desc: str = "eval", sync: bool = True) -> dict:
+    """Loss and top-1/top-5 accuracy (percent) over ``batches``, summed over all ranks.
+
+    Returns ``{"loss", "top1", "top5", "count"}`` where count is the number of samples of all ranks;
+    with a distributed job every rank must call it (one all_reduce of [loss sum, correct@1, correct@5, n]).
+    ``sync=False`` scores this rank's batches alone and runs no collective (per-rank candidates).
+    Runs the unwrapped model (no DDP collectives) in eval mode and restores its previous mode afterwards.
+    ``criterion`` must return the batch mean (default cross-entropy); only the main logits are scored.
+    """
+    criterion = criterion or F.cross_entropy
+    network = unwrap_model(model)
+    was_training = network.training
+    network.eval()
+    device = _model_device(network)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss * n, correct@1, correct@5, n
+    try:
+        bar = progress(batches, env, desc=desc, total=max_batches, leave=False)
+        for index, (images, labels) in enumerate(bar if max_batches != 0 else ()):
+            images, labels = _on_device(images, labels, device)
+            with autocast_context(device):
+                logits, _ = split_outputs(network(images))
+            logits = logits.float()
+            count = labels.shape[0]
+            sums[0] += criterion(logits, labels).double() * count
+            sums[1:3] += count_correct(logits, labels, topk=(1, 5)).to(device)
+            sums[3] += count
+            if max_batches is not None and index + 1 >= max_batches:
+                break
+        if hasattr(bar, "close"):
+            bar.close()
+    finally:
+        network.train(was_training)
+    if sync:
+        sums = all_reduce_sum(sums.to(env.device))
+    sums = sums.cpu()
+    count = sums[3].item()
+    if not count:
+        return {"loss": math.nan, "top1": math.nan, "top5": math.nan, "count": 0}
+    return {
+        "loss": sums[0].item() / count,
+        "top1": 100.0 * sums[1].item() / count,
+        "top5": 100.0 * sums[2].item() / count,
+        "count": int(count),
+    }

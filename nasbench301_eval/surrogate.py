@@ -1,0 +1,278 @@
+"""The NASBench-301 xgb surrogate: an ensemble of xgboost boosters, read safely from its model folder.
+
+Folder layout (NB301 v0.9 / v1.0, e.g. ``nb_models/xgb_v1.0``)::
+
+    model_config.json                         {"model": "xgb", "param:bananas_enc": false, ...}
+    data_config.json
+    ensemble_member_0/surrogate_model.model   a pickled xgboost.Booster (NB301 XGBModel.save: pickle.dump)
+    ensemble_member_1/surrogate_model.model   (each member folder may hold its own *_config.json copies)
+    ...
+
+Prediction for feature vectors ``X`` (shape ``(M, 56)``, see :mod:`nasbench301_eval.encoding`): each of
+the ``K`` members gives ``y_k(X)`` (validation accuracy in %); the surrogate's answer is
+``mean = (1/K) sum_k y_k`` and ``std = sqrt((1/K) sum_k (y_k - mean)^2)`` (population std, as NB301's
+``np.std``), and ``with_noise`` draws ``N(mean, std^2)``.
+
+The member files are pickles. They are never given to :func:`pickle.load`: a restricted unpickler admits
+only the globals a pickled Booster refers to (``xgboost.core.Booster``, ``bytearray``; ``_codecs.encode``
+in protocol-2 pickles; ``copyreg._reconstructor`` and ``object`` in protocols 0 and 1) and maps each to an inert stand-in, so the pickle can build nothing but a
+record of the Booster's state dict. The Booster is then rebuilt by the installed xgboost from the raw
+model bytes in that dict (``state["handle"]``). Any other global refuses the file before anything runs.
+"""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from launch.errors import UserInputError
+from nasbench301_eval.encoding import VECTOR_LENGTH
+
+MEMBER_GLOB = "ensemble_member_*"
+MEMBER_FILE = "surrogate_model.model"
+SUPPORTED_MODELS = ("xgb",)
+# model_config flags that switch the surrogate to a different input encoding than get_array().
+ENCODING_FLAGS = ("param:bananas_enc",)
+XGBOOST_HINT = "pip install -r requirements-extras.txt (or: pip install 'xgboost>=1.7')"
+
+
+class SurrogateModelError(UserInputError):
+    """A surrogate folder that cannot be read: missing, incomplete, corrupt, or of an unsupported kind."""
+
+
+class UnsafePickleError(SurrogateModelError):
+    """A member file whose pickle refers to something other than an xgboost Booster; nothing in it was run."""
+
+
+class MissingXGBoostError(UserInputError):
+    """xgboost (an optional extra) is not installed."""
+
+
+def import_xgboost() -> Any:
+    """The xgboost module, imported on first use; a one-line :class:`MissingXGBoostError` when absent."""
+    try:
+        import xgboost
+    except ImportError as error:
+        raise MissingXGBoostError(f"reading the NB301 surrogate needs xgboost ({error}); {XGBOOST_HINT}") from None
+    return xgboost
+
+
+# ---- the restricted unpickler ---------------------------------------------------------------------
+class _BoosterRecord:
+    """Inert stand-in for ``xgboost.core.Booster`` while unpickling: it only keeps the state dict."""
+
+    state: dict | None = None  # a class default: unpickling builds the instance without __init__
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"Booster state is a {type(state).__name__}, not a dict")
+        self.state = state
+
+
+def _bytearray_from(data: Any = b"", encoding: str | None = None) -> bytearray:
+    """``bytearray(bytes)`` or, in protocol-2 pickles, ``bytearray(str, 'latin-1')``; nothing else."""
+    if isinstance(data, (bytes, bytearray)) and encoding is None:
+        return bytearray(data)
+    if isinstance(data, str) and encoding in ("latin-1", "latin1"):
+        return bytearray(data, "latin-1")
+    raise pickle.UnpicklingError("bytearray(...) with arguments other than bytes")
+
+
+def _latin1_encode(text: Any, encoding: Any = "utf-8") -> bytes:
+    """``_codecs.encode(str, 'latin1')``: how protocol-2 pickles store bytes."""
+    if isinstance(text, str) and encoding in ("latin-1", "latin1"):
+        return text.encode("latin-1")
+    raise pickle.UnpicklingError("_codecs.encode(...) with arguments other than (str, 'latin1')")
+
+
+_OBJECT_BASE = object()  # stands for ``object`` in _reconstruct's arguments; not callable
+
+
+def _reconstruct(cls: Any, base: Any, state: Any) -> _BoosterRecord:
+    """``copyreg._reconstructor(Booster, object, None)`` (protocols 0 and 1), for the stand-in only."""
+    if cls is not _BoosterRecord or base is not _OBJECT_BASE or state is not None:
+        raise pickle.UnpicklingError("copyreg._reconstructor for something other than a Booster")
+    return _BoosterRecord()
+
+
+_ADMITTED = {
+    ("xgboost.core", "Booster"): _BoosterRecord,
+    ("builtins", "bytearray"): _bytearray_from,
+    ("__builtin__", "bytearray"): _bytearray_from,
+    ("_codecs", "encode"): _latin1_encode,
+    ("copyreg", "_reconstructor"): _reconstruct,
+    ("copy_reg", "_reconstructor"): _reconstruct,
+    ("builtins", "object"): _OBJECT_BASE,
+    ("__builtin__", "object"): _OBJECT_BASE,
+}
+
+
+class _BoosterUnpickler(pickle.Unpickler):
+    """Resolves only the globals of a pickled Booster, each to an inert stand-in; refuses all others."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ADMITTED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing global {module}.{name}") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("refusing a persistent id")
+
+
+def read_booster_bytes(path: str | Path) -> bytearray:
+    """The raw model bytes (``state["handle"]``) of a pickled xgboost Booster, read without running code.
+
+    Raises :class:`UnsafePickleError` when the pickle refers to anything a Booster does not need, and
+    :class:`SurrogateModelError` when it is not a pickled Booster at all.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise SurrogateModelError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        record = _BoosterUnpickler(io.BytesIO(data)).load()
+    except pickle.UnpicklingError as error:
+        raise UnsafePickleError(f"{path}: not a plain pickled xgboost Booster ({error}); nothing was run") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+            UnicodeDecodeError) as error:
+        raise SurrogateModelError(f"{path}: corrupt pickle ({type(error).__name__}: {error})") from None
+    if not isinstance(record, _BoosterRecord) or record.state is None:
+        raise SurrogateModelError(f"{path}: the pickle holds a {type(record).__name__}, not an xgboost Booster")
+    handle = record.state.get("handle")
+    if not isinstance(handle, bytearray) or not handle:
+        raise SurrogateModelError(f"{path}: the pickled Booster holds no model bytes")
+    return handle
+
+
+def load_booster(path: str | Path) -> Any:
+    """An ``xgboost.Booster`` rebuilt by the installed xgboost from a member file's raw model bytes.
+
+    The bytes are what ``Booster.__getstate__`` stored (a memory snapshot, or the binary model of
+    xgboost < 1.0): they are given to xgboost's own unserialiser, as unpickling does, and failing that to
+    ``Booster.load_model``.
+    """
+    xgboost = import_xgboost()
+    raw = read_booster_bytes(path)
+    booster = xgboost.Booster.__new__(xgboost.Booster)
+    try:
+        with warnings.catch_warnings():  # xgboost warns that the file is an old version's serialisation
+            warnings.simplefilter("ignore", UserWarning)
+            booster.__setstate__({"handle": bytearray(raw)})
+        return booster
+    except xgboost.core.XGBoostError as snapshot_error:
+        first = str(snapshot_error).strip().splitlines()[0] if str(snapshot_error).strip() else "unknown error"
+    booster = xgboost.Booster()
+    try:
+        booster.load_model(bytearray(raw))
+    except xgboost.core.XGBoostError:
+        raise SurrogateModelError(
+            f"{path}: xgboost {xgboost.__version__} cannot read this model ({first}); files saved by an old "
+            f"xgboost may need an xgboost release that still reads its format") from None
+    return booster
+
+
+# ---- the ensemble ----------------------------------------------------------------------------------
+@dataclass
+class SurrogateEnsemble:
+    """The K boosters of one NB301 surrogate folder and its configs."""
+
+    folder: Path
+    boosters: tuple[Any, ...]
+    model_config: Mapping[str, Any] = field(default_factory=dict)
+    data_config: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "SurrogateEnsemble":
+        """Read ``folder`` (see the module docstring); refuse unsupported models before reading any pickle."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise SurrogateModelError(f"surrogate folder {folder} does not exist (or is not a folder)")
+        member_files = member_paths(folder)
+        model_config = _read_config(folder, member_files, "model_config.json")
+        data_config = _read_config(folder, member_files, "data_config.json")
+        check_model_config(model_config, folder)
+        boosters = tuple(load_booster(path) for path in member_files)
+        for path, booster in zip(member_files, boosters):
+            features = booster.num_features()
+            if features != VECTOR_LENGTH:
+                raise SurrogateModelError(f"{path}: the booster reads {features} features, "
+                                          f"not NB301's {VECTOR_LENGTH}")
+        return cls(folder=folder, boosters=boosters, model_config=model_config, data_config=data_config)
+
+    def member_predictions(self, vectors: np.ndarray) -> np.ndarray:
+        """``y_k(X)`` for every member: shape ``(K, M)`` float64 for ``vectors`` of shape ``(M, 56)``."""
+        vectors = _as_matrix(vectors)
+        xgboost = import_xgboost()
+        matrix = xgboost.DMatrix(vectors)
+        return np.stack([np.asarray(booster.predict(matrix), dtype=np.float64) for booster in self.boosters])
+
+    def predict(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ensemble ``(mean, std)`` over members, each of shape ``(M,)``."""
+        predictions = self.member_predictions(vectors)
+        return predictions.mean(axis=0), predictions.std(axis=0)
+
+    def sample(self, vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """NB301's ``with_noise`` prediction: one draw of ``N(mean, std^2)`` per vector, shape ``(M,)``."""
+        mean, std = self.predict(vectors)
+        return rng.normal(mean, std)
+
+    def __len__(self) -> int:
+        return len(self.boosters)
+
+
+def member_paths(folder: Path) -> list[Path]:
+    """``ensemble_member_*/surrogate_model.model`` in member order (numeric suffix)."""
+    paths = [path for path in folder.glob(f"{MEMBER_GLOB}/{MEMBER_FILE}") if path.is_file()]
+    if not paths:
+        raise SurrogateModelError(f"{folder} holds no {MEMBER_GLOB}/{MEMBER_FILE}: is it an NB301 surrogate "
+                                  f"folder such as nb_models/xgb_v1.0?")
+    return sorted(paths, key=_member_order)
+
+
+def check_model_config(model_config: Mapping[str, Any], folder: Path) -> None:
+    """Refuse a surrogate that is not an xgb ensemble fed the ``get_array()`` vector."""
+    model = model_config.get("model")
+    if model not in SUPPORTED_MODELS:
+        raise SurrogateModelError(f"{folder}: model_config.json has model {model!r}; only the xgboost surrogate "
+                                  f"({', '.join(SUPPORTED_MODELS)}, e.g. nb_models/xgb_v1.0) can be read")
+    for flag in ENCODING_FLAGS:
+        if model_config.get(flag):
+            raise SurrogateModelError(f"{folder}: model_config.json sets {flag} = {model_config[flag]!r}, "
+                                      f"an input encoding this reader does not implement")
+
+
+def _read_config(folder: Path, member_files: list[Path], name: str) -> dict[str, Any]:
+    """``folder/name``, or the first member folder's copy (where NB301's own loader reads it)."""
+    for path in (folder / name, member_files[0].parent / name):
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise SurrogateModelError(f"{path}: not readable JSON ({error})") from None
+            if not isinstance(data, dict):
+                raise SurrogateModelError(f"{path}: expected a JSON object")
+            return data
+    raise SurrogateModelError(f"{folder} has no {name} (looked in the folder and in {member_files[0].parent.name})")
+
+
+def _member_order(path: Path) -> tuple[int, str]:
+    match = re.search(r"(\d+)$", path.parent.name)
+    return (int(match.group(1)) if match else -1, path.parent.name)
+
+
+def _as_matrix(vectors: Any) -> np.ndarray:
+    matrix = np.asarray(vectors, dtype=np.float64)
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    if matrix.ndim != 2 or matrix.shape[1] != VECTOR_LENGTH:
+        raise ValueError(f"expected feature vectors of shape (M, {VECTOR_LENGTH}), got {matrix.shape}")
+    return matrix

@@ -1,0 +1,158 @@
+"""FFCV: .beton round trips, checksum refusal with exit 2, FFCV = in-memory batches, two torchrun ranks."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ffcv", reason="ffcv is not installed (see scripts/install_ffcv.sh)")
+
+from data.beton import beton_path, write_dataset  # noqa: E402
+from data.errors import DataError  # noqa: E402
+from data.loaders import BatchStream, DataConfig, build_loaders  # noqa: E402
+from data.readers import read_dataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits_betons(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("betons")
+    write_dataset("digits", None, out, num_workers=1, log=lambda message: None)
+    return out
+
+
+def read_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every stored pixel and label of a .beton, in file order, with no transform: ((N, H, W, 3), (N,))."""
+    from ffcv.loader import Loader, OrderOption
+
+    loader = Loader(str(path), batch_size=1000, num_workers=1, order=OrderOption.SEQUENTIAL, drop_last=False)
+    images, labels = zip(*[(x.numpy().copy(), y.numpy().reshape(-1).copy()) for x, y in loader])
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def assert_round_trip(out: Path, name: str, source_dir) -> None:
+    for split in ("train", "test"):
+        original = read_dataset(name, source_dir, split)
+        images, labels = read_raw(beton_path(out, name, split))
+        assert images.shape == original.images.shape[:3] + (3,)
+        for channel in range(3):  # grey stored as three equal channels
+            np.testing.assert_array_equal(images[..., channel], original.images[..., 0])
+        np.testing.assert_array_equal(labels, original.labels)
+
+
+def test_write_then_read_returns_exactly_the_written_pixels(digits_betons):
+    assert_round_trip(digits_betons, "digits", None)
+    meta = json.loads((digits_betons / "digits_metadata.json").read_text())
+    assert meta["in_channels"] == 1 and meta["stored_channels"] == 3 and meta["info"]["train_count"] == 1438
+
+
+def test_ffcv_and_memory_loaders_give_the_same_batches(digits_betons):
+    cfg = dict(dataset="digits", beton_dir=str(digits_betons), batch_size=64, eval_batch_size=100, augment=False,
+               num_workers=1)
+    ffcv = build_loaders(DataConfig(backend="auto", **cfg), seed=3, device=CPU)
+    memory = build_loaders(DataConfig(backend="memory", **cfg), seed=3, device=CPU)
+    assert ffcv.backend == "ffcv" and memory.info == ffcv.info
+    for role in ("search_val", "search_train"):
+        ffcv_loader, memory_loader = getattr(ffcv, role), getattr(memory, role)
+        ffcv_loader.set_epoch(2)
+        memory_loader.set_epoch(2)
+        pairs = list(zip(ffcv_loader, memory_loader))
+        assert len(pairs) == len(memory_loader) > 0
+        for (ffcv_x, ffcv_y), (memory_x, memory_y) in pairs:
+            assert ffcv_x.shape == memory_x.shape and ffcv_x.dtype == torch.float32
+            assert torch.equal(ffcv_x, memory_x) and torch.equal(ffcv_y, memory_y)
+
+    # a stream that stops mid-epoch leaves no FFCV worker thread behind
+    threads_before = threading.active_count()
+    stream = BatchStream(ffcv.search_val)
+    for _ in range(3):
+        list(stream.take(2))
+        stream.reset(0)
+    stream.close()
+    assert threading.active_count() == threads_before
+
+
+def test_augmented_ffcv_train_loader_runs(digits_betons):
+    loaders = build_loaders(DataConfig(dataset="digits", beton_dir=str(digits_betons), batch_size=128, cutout=3,
+                                       flip=True, num_workers=1), seed=0, device=CPU)
+    batches = list(BatchStream(loaders.train).take(len(loaders.train) + 2))
+    assert len(batches) == len(loaders.train) + 2
+    images, labels = batches[-1]
+    assert images.shape == (128, 1, 8, 8) and labels.dtype == torch.int64
+    assert torch.isfinite(images).all()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "data/write_ffcv.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "altered"])
+def test_damaged_beton_gives_one_line_and_exit_2(digits_betons, tmp_path, damage):
+    out = tmp_path / "betons"
+    shutil.copytree(digits_betons, out)
+    target = beton_path(out, "digits", "train")
+    payload = target.read_bytes()
+    if damage == "missing":
+        target.unlink()
+    elif damage == "truncated":
+        target.write_bytes(payload[: len(payload) // 2])
+    else:
+        target.write_bytes(payload[:-100] + bytes(b ^ 0xFF for b in payload[-100:]))
+    result = run_cli("--dataset", "digits", "--out", str(out), "--check")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "digits_train.beton" in lines[0]
+    assert {"missing": "not found", "truncated": "truncated", "altered": "checksum"}[damage] in lines[0]
+    with pytest.raises(DataError, match="digits_train.beton"):
+        build_loaders(DataConfig(dataset="digits", beton_dir=str(out), backend="ffcv"), device=CPU)
+
+
+def test_mnist_round_trips_through_write_ffcv(tmp_path):
+    if not MNIST_DIR.is_dir():
+        pytest.skip(f"real MNIST not found at {MNIST_DIR} (only on the project's workplace)")
+    out = tmp_path / "betons"
+    result = run_cli("--dataset", "mnist", "--data-dir", str(MNIST_DIR), "--out", str(out), "--num-workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert_round_trip(out, "mnist", MNIST_DIR)
+    meta = json.loads((out / "mnist_metadata.json").read_text())
+    assert meta["info"]["train_count"] == 60000 and abs(meta["info"]["mean"][0] - 0.1307 * 255) < 0.1
+    assert set(meta["sources"]) == {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                    "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
+    again = run_cli("--dataset", "mnist", "--data-dir", str(MNIST_DIR), "--out", str(out))
+    assert again.returncode == 0 and "up to date" in again.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_torchrun_ranks_get_disjoint_shards(digits_betons, tmp_path):
+    out = tmp_path / "shards.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+               "tests/workers/data_shards.py", "--out", str(out), "--beton-dir", str(digits_betons)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = json.loads(out.read_text())
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert ranks[0]["split"] == ranks[1]["split"]  # the search split depends on the seed only
+    split = set(ranks[0]["split"])
+    for epoch in ("0", "1"):
+        shard0, shard1 = (set(r["epochs"][epoch]) for r in ranks)
+        assert not shard0 & shard1 and shard0 | shard1 <= split
+        assert len(shard0) == len(shard1) == len(split) // 2 // 32 * 32
+    assert ranks[0]["epochs"]["0"] != ranks[0]["epochs"]["1"]  # a new order each epoch
+    assert all(r["labels_match"] and r["ffcv_match"] for r in ranks)
