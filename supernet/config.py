@@ -137,7 +137,7 @@ class SupernetConfig:
 
     data.batch_size is PER RANK (DARTS: 64). stop_after_epochs: end this invocation after that many
     supernet epochs (a time-limited allocation; rerun to continue); null = run to the end.
-    eval_batches: search-val batches for the per-epoch accuracy curve (0 = all).
+    eval_batches: this rank's first search-val batches, the per-epoch accuracy curve's data (>= 1).
     """
 
     method: Literal["darts", "darts_pt", "pertnas"] = "darts"
@@ -165,8 +165,10 @@ class SupernetConfig:
             raise ConfigError(f"must be at least 1 (got {self.epochs})", key="epochs")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"must be at least 1 (got {self.threads})", key="threads")
-        if self.eval_batches < 0 or (self.stop_after_epochs is not None and self.stop_after_epochs < 1):
-            raise ConfigError("needs eval_batches >= 0 and stop_after_epochs >= 1 or null", key="eval_batches")
+        if self.eval_batches < 1:
+            raise ConfigError(f"must be at least 1 (got {self.eval_batches})", key="eval_batches")
+        if self.stop_after_epochs is not None and self.stop_after_epochs < 1:
+            raise ConfigError(f"must be at least 1 or null (got {self.stop_after_epochs})", key="stop_after_epochs")
         if self.method != "pertnas" and "none" not in self.network.ops and len(self.network.ops) < 2:
             raise ConfigError("a bilevel search needs at least 2 candidate ops", key="network.ops")
 
