@@ -48,7 +48,6 @@ from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
 from launch.train import evaluate, to_channels_last, train_step
 from perturb.projection import decide, projection_plan
-from perturb.training import top1_accuracy
 from space.genotype import Genotype
 from space.search_network import SearchNetwork, normalize_candidates
 from supernet.architect import Architect
@@ -276,7 +275,8 @@ class BilevelSearch:
         while projection["done"] < len(plan):
             index = projection["done"]
             decision = plan[index]
-            record = decide(self.model, decision, measure=lambda m: top1_accuracy(m, measure_batches), env=env)
+            measure = lambda module: evaluate(module, measure_batches, env=env, sync=False)["top1"]  # this rank alone
+            record = decide(self.model, decision, measure=measure, env=env)
             projection["records"].append(record)
             self.log.info("projection %d/%d: %s", index + 1, len(plan), _describe(record))
             if index + 1 < len(plan):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from launch.distributed import DistEnv
 from perturb.projection import decide, projection_plan
-from perturb.training import top1_accuracy
+from launch.train import evaluate
 from space.search_network import NUM_EDGES, SearchNetwork, full_candidates, node_edges
 from supernet.derive import derive_cell, genotype_from_alphas, genotype_from_masks
 
@@ -51,7 +51,7 @@ def trained_one_path_network():
 
 def test_projection_keeps_the_op_whose_removal_hurts_most():
     network, batches = trained_one_path_network()
-    measure = lambda module: top1_accuracy(module, batches)
+    measure = lambda module: evaluate(module, batches, env=ENV, sync=False)["top1"]
     assert measure(network) > 90.0
     record = decide(network, {"kind": "op", "cell_type": None, "edge": 1}, measure=measure, env=ENV)
     scores = dict(zip(["max_pool_3x3", "skip_connect", "avg_pool_3x3"], record["scores"]))
@@ -64,7 +64,7 @@ def test_projection_keeps_the_op_whose_removal_hurts_most():
 
 def test_edge_decision_keeps_the_two_edges_whose_removal_hurts_most():
     network, batches = trained_one_path_network()
-    measure = lambda module: top1_accuracy(module, batches)
+    measure = lambda module: evaluate(module, batches, env=ENV, sync=False)["top1"]
     for edge in node_edges(3):  # node 3 gets three live edges; only edge 3 (from input 1) carries features
         network.set_edge_active(edge, True)
     before = {e: network.active_ops("normal")[e] for e in node_edges(3)}
@@ -91,7 +91,7 @@ def test_full_projection_leaves_a_valid_genotype():
     network, batches = trained_one_path_network()
     for edge in range(NUM_EDGES):
         network.set_edge_active(edge, True)
-    measure = lambda module: top1_accuracy(module, batches)
+    measure = lambda module: evaluate(module, batches, env=ENV, sync=False)["top1"]
     for decision in projection_plan(network, seed=0):
         decide(network, decision, measure=measure, env=ENV)
     genotype = genotype_from_masks(network)
