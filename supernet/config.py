@@ -1,0 +1,186 @@
+"""The typed config of search_supernet.py (every key, with the reference's defaults; REFERENCE section 4).
+
+``method`` picks the search:
+
+- ``darts``: bilevel search (weights on search-train, alphas on search-val), genotype by alpha magnitude;
+- ``darts_pt``: the same supernet training, then DARTS-PT's perturbation projection (perturb/projection.py);
+- ``pertnas``: a supernet with fixed equal weights ('sum', every op on every edge or ``op_cap`` random ops
+  per edge) trained on search-train, each edge's ops scored by perturb-val (the 14 x n_ops matrix that
+  stage A of the evolutionary search averages over its population), then the evolutionary stages B-D.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from data.loaders import DataConfig
+from launch.errors import ConfigError
+from perturb.config import EvolutionConfig
+from perturb.config import NetworkConfig as EvolutionNetworkConfig
+from perturb.config import OptimConfig as EvolutionOptimConfig
+from perturb.config import SearchConfig as EvolutionSearchConfig
+from perturb.config import StageConfig
+from space.ops import PRIMITIVES, SEARCH_OPS
+
+
+@dataclass
+class NetworkConfig:
+    """The supernet: C = ``channels``, ``layers`` cells (reductions at layers//3 and 2*layers//3), candidate
+    ``ops`` on every edge (DARTS: the 7 primitives + none), ``weighting`` softmax (DARTS) or maxw
+    (sharpDARTS Max-W), ``shared_cell``: one cell for normal and reduction cells (PertNAS) or two."""
+
+    channels: int = 16
+    layers: int = 8
+    stem_multiplier: int = 3
+    weighting: Literal["softmax", "maxw"] = "softmax"
+    shared_cell: bool = False
+    ops: list[str] = field(default_factory=lambda: list(SEARCH_OPS))
+
+    def validate(self) -> None:
+        if self.channels < 2 or self.channels % 2:
+            raise ConfigError(f"must be an even number >= 2 (got {self.channels})", key="channels")
+        if self.layers < 1:
+            raise ConfigError(f"must be at least 1 (got {self.layers})", key="layers")
+        if not self.shared_cell and self.layers < 3:
+            raise ConfigError(f"separate normal/reduction cells need layers >= 3 (got {self.layers}); "
+                              "set network.shared_cell=true or more layers", key="layers")
+        unknown = [op for op in self.ops if op not in SEARCH_OPS]
+        if unknown or len(set(self.ops)) != len(self.ops):
+            raise ConfigError(f"must list distinct ops of {', '.join(SEARCH_OPS)} (got {self.ops})", key="ops")
+        if len([op for op in self.ops if op != "none"]) < 1:
+            raise ConfigError("needs at least one op other than none", key="ops")
+
+
+@dataclass
+class WeightOptimConfig:
+    """SGD of the weights on search-train: lr annealed per step from learning_rate to learning_rate_min by
+    ``schedule`` (cosine, or sharpDARTS cosine power annealing with base ``power_k``)."""
+
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    schedule: Literal["cosine", "cosine_power"] = "cosine"
+    power_k: float = 2.0
+
+    def validate(self) -> None:
+        if not self.learning_rate > 0 or self.learning_rate_min < 0:
+            raise ConfigError(f"must be positive (got {self.learning_rate}, min {self.learning_rate_min})",
+                              key="learning_rate")
+        if self.schedule == "cosine_power" and not self.power_k >= 1:
+            raise ConfigError(f"must be >= 1 (got {self.power_k})", key="power_k")
+
+
+@dataclass
+class ArchOptimConfig:
+    """Adam of the alphas on search-val (DARTS: lr 3e-4, betas (0.5, 0.999), weight decay 1e-3).
+    second_order: the unrolled gradient (supernet/architect.py); eps_scale: the 0.01 of eps = 0.01/||v||;
+    warmup_epochs: epochs of weight-only training before the alphas start to move."""
+
+    learning_rate: float = 3e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 1e-3
+    second_order: bool = False
+    eps_scale: float = 0.01
+    warmup_epochs: int = 0
+
+    def validate(self) -> None:
+        if not self.learning_rate > 0 or not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
+            raise ConfigError("needs lr > 0 and betas in [0, 1)", key="learning_rate")
+        if not self.eps_scale > 0 or self.warmup_epochs < 0:
+            raise ConfigError("needs eps_scale > 0 and warmup_epochs >= 0", key="eps_scale")
+
+
+@dataclass
+class ProjectionConfig:
+    """DARTS-PT. Each decision is scored on ``val_batches`` fixed search-val batches (no fine-tune), then
+    the weights are fine-tuned ``tune_steps`` steps (null: ``tune_epochs`` epochs of search-train) at
+    ``tune_lr`` (null: the weights' learning_rate / 10) before the next decision."""
+
+    val_batches: int = 10
+    tune_epochs: int = 5
+    tune_steps: int | None = None
+    tune_lr: float | None = None
+
+    def validate(self) -> None:
+        if self.val_batches < 1 or self.tune_epochs < 0 or (self.tune_steps is not None and self.tune_steps < 0):
+            raise ConfigError("needs val_batches >= 1 and non-negative tuning budgets", key="val_batches")
+
+
+@dataclass
+class PertnasConfig:
+    """The PertNAS supernet variant. op_cap: ops per edge drawn at random (seeded) from search.ops, null =
+    all; supernet: training epochs / lr divisor / fine-tune budget of the supernet and its scoring; network,
+    optim, search: as in the evolutionary search (perturb/config.py), whose stages B-D then run."""
+
+    op_cap: int | None = None
+    supernet: StageConfig = field(default_factory=lambda: StageConfig(epochs=50, lr_divisor=2.5, finetune_extra=20))
+    network: EvolutionNetworkConfig = field(default_factory=EvolutionNetworkConfig)
+    optim: EvolutionOptimConfig = field(default_factory=EvolutionOptimConfig)
+    search: EvolutionSearchConfig = field(default_factory=EvolutionSearchConfig)
+
+    def validate(self) -> None:
+        if self.op_cap is not None and not 1 <= self.op_cap <= len(self.search.ops):
+            raise ConfigError(f"must be in 1..{len(self.search.ops)} or null (got {self.op_cap})", key="op_cap")
+        if self.op_cap is not None and self.op_cap < self.search.top_k:
+            raise ConfigError(f"must be at least search.top_k = {self.search.top_k} (got {self.op_cap})",
+                              key="op_cap")
+
+
+@dataclass
+class SupernetConfig:
+    """Everything ``search_supernet.py`` needs. The run directory is ``save/note``; rerunning the same
+    command (or a torchrun restart) resumes from its last checkpoint when ``resume`` is true.
+
+    data.batch_size is PER RANK (DARTS: 64). stop_after_epochs: end this invocation after that many
+    supernet epochs (a time-limited allocation; rerun to continue); null = run to the end.
+    eval_batches: this rank's first search-val batches, the per-epoch accuracy curve's data (>= 1).
+    """
+
+    method: Literal["darts", "darts_pt", "pertnas"] = "darts"
+    seed: int = 2
+    save: str = "runs/search_supernet"
+    note: str = "search"
+    resume: bool = True
+    device: str | None = None
+    threads: int | None = None
+    pictures: bool = True
+    epochs: int = 50
+    eval_batches: int = 20
+    stop_after_epochs: int | None = None
+    data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", batch_size=64, cutout=0))
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
+    arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    pertnas: PertnasConfig = field(default_factory=PertnasConfig)
+
+    def validate(self) -> None:
+        if not self.note or "/" in self.note or self.note in (".", ".."):
+            raise ConfigError(f"must be a plain folder name (got {self.note!r})", key="note")
+        if self.epochs < 1:
+            raise ConfigError(f"must be at least 1 (got {self.epochs})", key="epochs")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"must be at least 1 (got {self.threads})", key="threads")
+        if self.eval_batches < 1:
+            raise ConfigError(f"must be at least 1 (got {self.eval_batches})", key="eval_batches")
+        if self.stop_after_epochs is not None and self.stop_after_epochs < 1:
+            raise ConfigError(f"must be at least 1 or null (got {self.stop_after_epochs})", key="stop_after_epochs")
+        if self.method != "pertnas" and "none" not in self.network.ops and len(self.network.ops) < 2:
+            raise ConfigError("a bilevel search needs at least 2 candidate ops", key="network.ops")
+
+
+def evolution_config(cfg: SupernetConfig) -> EvolutionConfig:
+    """The evolutionary search's config for the PertNAS variant's stages (same seed, data and run dir)."""
+    pertnas = cfg.pertnas
+    return EvolutionConfig(seed=cfg.seed, save=cfg.save, note=cfg.note, resume=cfg.resume, device=cfg.device,
+                           threads=cfg.threads, pictures=cfg.pictures, data=dataclasses.replace(cfg.data),
+                           network=pertnas.network, optim=pertnas.optim,
+                           search=dataclasses.replace(pertnas.search, npop=1))
+
+
+__all__ = ["SupernetConfig", "NetworkConfig", "WeightOptimConfig", "ArchOptimConfig", "ProjectionConfig",
+           "PertnasConfig", "evolution_config", "PRIMITIVES"]

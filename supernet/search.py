@@ -1,0 +1,457 @@
+"""The supernet searches: DARTS bilevel training, DARTS-PT projection, and the PertNAS supernet variant.
+
+Bilevel loop (DARTS), per step of an epoch over search-train:
+    1. architecture step on a search-val batch (supernet/architect.py; first or second order), the alpha
+       gradient averaged over ranks so every rank holds the same alphas;
+    2. weight step on the search-train batch: ``launch.train.train_step`` (SGD, momentum 0.9, wd 3e-4,
+       gradient clipping 5; lr annealed per step by cosine or cosine power annealing) with the alphas
+       frozen, under DDP when distributed (alphas are left out of DDP's gradient all-reduce).
+
+Run directory (``save/note``)::
+
+    checkpoints/ckpt_<n>.pt    after every epoch (n = epoch) and every projection decision (n = epochs + i)
+    cells/epoch_<e>.png        the cell derived from the alphas after epoch e (graphviz)
+    cells/project_<i>.png      the cell after projection decision i (DARTS-PT)
+    cells/progress.gif         all of the above, animated
+    heatmaps/epoch_<e>.png     softmax(alpha) per edge and op (PIL); heatmaps/project_<i>.png
+    genotype.json, alphas.json, projection.json (DARTS-PT decisions), summary.json
+    config.yaml, log.txt (log.rank<r>.txt), metrics.jsonl, tensorboard/
+
+Every rank logs a digest of its alphas after every epoch, so identical alphas across ranks can be checked
+from the log files.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn as nn
+
+from data.loaders import BatchStream, Loaders, build_loaders
+from launch.checkpoint import CheckpointManager, write_atomically
+from launch.config import config_to_dict
+from launch.distributed import (DistEnv, all_gather_cat, all_reduce_sum, broadcast_tensor, init_distributed,
+                                shutdown_distributed, wrap_ddp)
+from launch.errors import ConfigError
+from launch.rundir import MetricsLogger, get_logger, prepare_run_dir, progress
+from launch.schedules import build_scheduler
+from launch.seeding import seed_everything
+from launch.train import evaluate, to_channels_last, train_step
+from perturb.projection import decide, projection_plan
+from space.genotype import Genotype
+from space.search_network import SearchNetwork, normalize_candidates
+from supernet.architect import Architect
+from supernet.config import SupernetConfig
+from supernet.derive import genotype_from_alphas, genotype_from_masks
+from supernet.pictures import make_gif, save_heatmap
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@contextlib.contextmanager
+def frozen(parameters: Sequence[nn.Parameter]) -> Iterator[None]:
+    """Parameters that get no gradient inside the block (the alphas during a weight step)."""
+    flags = [p.requires_grad for p in parameters]
+    for p in parameters:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(parameters, flags):
+            p.requires_grad_(flag)
+
+
+def alpha_digest(network: SearchNetwork) -> str:
+    """SHA-256 (first 16 hex digits) of the alphas' raw bytes: equal digests = bit-identical alphas."""
+    digest = hashlib.sha256()
+    for name, alpha in sorted(network.alphas.items()):
+        digest.update(name.encode())
+        digest.update(alpha.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def build_supernet(cfg: SupernetConfig, in_channels: int, num_classes: int, device: torch.device) -> SearchNetwork:
+    """The DARTS supernet of ``cfg.network``: every op of ``network.ops`` on every edge, with alphas;
+    seeded by ``cfg.seed`` alone so that every rank builds the same one."""
+    seed_everything(cfg.seed)
+    net = cfg.network
+    candidates = normalize_candidates([tuple(net.ops)] * 14)
+    network = SearchNetwork(in_channels, num_classes, candidates, None if net.shared_cell else candidates,
+                            channels=net.channels, layers=net.layers, stem_multiplier=net.stem_multiplier,
+                            weighting=net.weighting)
+    return to_channels_last(network.to(device), device)
+
+
+class BilevelSearch:
+    """One DARTS / DARTS-PT search on this rank (see the module docstring); resumable."""
+
+    def __init__(self, cfg: SupernetConfig, env: DistEnv, loaders: Loaders, run_dir: Path,
+                 log: logging.Logger, metrics: MetricsLogger | None):
+        self.cfg, self.env, self.loaders, self.run_dir, self.log, self.metrics = cfg, env, loaders, run_dir, log, metrics
+        info = loaders.info
+        self.network = build_supernet(cfg, info.in_channels, info.num_classes, env.device)
+        for alpha in self.network.arch_parameters():  # one set of alphas for the whole job
+            broadcast_tensor(alpha.data, src=0)
+        seed_everything(cfg.seed, env.rank)
+        if env.is_distributed:
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self.network, [f"alphas.{name}" for name in self.network.alphas])
+        self.model = wrap_ddp(self.network, env, find_unused_parameters=True)
+        w = cfg.weights
+        self.weight_optimizer = torch.optim.SGD(self.network.weight_parameters(), lr=w.learning_rate,
+                                                momentum=w.momentum, weight_decay=w.weight_decay)
+        self.steps_per_epoch = len(loaders.search_train)
+        self.scheduler = build_scheduler(self.weight_optimizer, w.schedule, total_steps=cfg.epochs * self.steps_per_epoch,
+                                         min_lr=w.learning_rate_min, power_k=w.power_k)
+        a = cfg.arch
+        self.arch_optimizer = torch.optim.Adam(self.network.arch_parameters(), lr=a.learning_rate,
+                                               betas=(a.beta1, a.beta2), weight_decay=a.weight_decay)
+        self.architect = Architect(self.network, self.weight_optimizer, self.arch_optimizer,
+                                   second_order=a.second_order, eps_scale=a.eps_scale)
+        self.val_stream = BatchStream(loaders.search_val)
+        self.checkpoints = CheckpointManager(run_dir, env, keep=2)
+        self.pictures = cfg.pictures and env.is_main
+        self.state = {"phase": "train", "epoch": 0, "history": [], "projection": None, "elapsed_s": 0.0}
+        self._started = time.time()
+        self._fixed_val: list[Batch] | None = None
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def _checkpoint_step(self) -> int:
+        projection = self.state["projection"]
+        return self.state["epoch"] + (projection["done"] if projection else 0)
+
+    def save(self) -> None:
+        """A checkpoint of everything needed to continue (collective)."""
+        self.state["elapsed_s"] = self._elapsed()
+        state = {
+            "search": json.dumps(self.state),
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()},
+            "masks": self.network.mask_state(),
+            "weight_optimizer": self.weight_optimizer.state_dict(),
+            "arch_optimizer": self.arch_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "val_stream": self.val_stream.state(),
+        }
+        self.checkpoints.save(self._checkpoint_step(), state)
+
+    def resume(self, allow: bool) -> bool:
+        """Load the newest checkpoint (``allow``) or delete old ones; True when resumed."""
+        if not allow:
+            if self.env.is_main:
+                for _, path in self.checkpoints.list_checkpoints():
+                    path.unlink(missing_ok=True)
+            return False
+        saved = self.checkpoints.load_latest()
+        if saved is None:
+            return False
+        self.state = json.loads(saved["search"])
+        self.network.load_mask_state(saved["masks"])
+        self.network.load_state_dict(saved["model"])
+        self.weight_optimizer.load_state_dict(saved["weight_optimizer"])
+        self.arch_optimizer.load_state_dict(saved["arch_optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.val_stream.restore(saved["val_stream"])
+        self._started = time.time() - self.state["elapsed_s"]
+        self.log.info("resumed from checkpoint %d (phase %s, epoch %d)", self._checkpoint_step(),
+                      self.state["phase"], self.state["epoch"])
+        return True
+
+    def _elapsed(self) -> float:
+        return time.time() - self._started
+
+    # ---- bilevel training ------------------------------------------------------------------------
+    def train(self, stop_after: int | None = None) -> bool:
+        """Run the remaining epochs (at most ``stop_after`` in this call); True when all are done."""
+        cfg = self.cfg
+        run = 0
+        while self.state["phase"] == "train" and self.state["epoch"] < cfg.epochs:
+            if stop_after is not None and run >= stop_after:
+                self.log.info("stopping after %d epoch(s) as asked (stop_after_epochs); rerun to continue", run)
+                return False
+            self._train_epoch(self.state["epoch"])
+            self.state["epoch"] += 1
+            run += 1
+            self._after_epoch(self.state["epoch"])
+        if self.state["phase"] == "train":
+            self.state["phase"] = "project" if cfg.method == "darts_pt" else "done"
+        return True
+
+    def _train_epoch(self, epoch: int) -> None:
+        cfg, env = self.cfg, self.env
+        update_alphas = epoch >= cfg.arch.warmup_epochs
+        loader = self.loaders.search_train
+        loader.set_epoch(epoch)
+        alphas = self.network.arch_parameters()
+        self.model.train()
+        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
+        bar = progress(loader, env, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch, leave=False)
+        for images, labels in bar:
+            val_batch = self.val_stream.next_batch()
+            if update_alphas:
+                self.architect.step((images, labels), val_batch)
+            with frozen(alphas):
+                result = train_step(self.model, images, labels, self.weight_optimizer,
+                                    grad_clip=cfg.weights.grad_clip, scheduler=self.scheduler)
+            n = labels.shape[0]
+            sums += torch.tensor([result["loss"] * n, result["top1"] * n / 100.0, n], dtype=torch.float64)
+        sums = all_reduce_sum(sums.to(env.device)).cpu()
+        val = evaluate(self.model, self.fixed_val_batches(cfg.eval_batches), env=env)
+        record = {"search/train_loss": sums[0].item() / sums[2].item(),
+                  "search/train_top1": 100.0 * sums[1].item() / sums[2].item(),
+                  "search/val_loss": val["loss"], "search/val_top1": val["top1"],
+                  "search/lr": self.weight_optimizer.param_groups[0]["lr"]}
+        for cell_type in self.network.arch_cell_types():
+            probs = torch.softmax(self.network.alphas[cell_type].detach().float(), dim=-1)
+            record[f"alpha/entropy_{cell_type}"] = float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
+        if self.metrics is not None:
+            self.metrics.log(epoch + 1, **record)
+        self.log.info("epoch %d/%d: train loss %.4f top1 %.2f%% | search-val loss %.4f top1 %.2f%% | lr %.5f",
+                      epoch + 1, cfg.epochs, record["search/train_loss"], record["search/train_top1"],
+                      val["loss"], val["top1"], record["search/lr"])
+
+    def fixed_val_batches(self, count: int) -> list[Batch]:
+        """The first ``count`` search-val batches of this rank (taken once per job, kept on the device)."""
+        if self._fixed_val is None or len(self._fixed_val) < count:
+            with BatchStream(self.loaders.search_val) as stream:
+                self._fixed_val = list(stream.take(max(count, 1)))
+        return self._fixed_val[:count]
+
+    def _after_epoch(self, epoch: int) -> None:
+        genotype = genotype_from_alphas(self.network)
+        self.state["history"].append(genotype.to_dict())
+        self.log.info("epoch %d alphas digest %s genotype %s", epoch, alpha_digest(self.network), genotype)
+        self.save()
+        self._pictures(genotype, f"epoch_{epoch:03d}", f"epoch {epoch}")
+
+    def _pictures(self, genotype: Genotype, stem: str, caption: str) -> None:
+        if not self.pictures:
+            return
+        try:
+            if self.network.weighting != "sum":
+                save_heatmap(self.network, self.run_dir / "heatmaps" / f"{stem}.png", caption)
+            from space.visualize import draw_genotype
+
+            draw_genotype(genotype, self.run_dir / "cells" / f"{stem}.png", caption=caption)
+        except Exception as error:  # graphviz missing or failing: pictures are a convenience
+            warnings.warn(f"pictures are skipped: {error}", stacklevel=2)
+            self.log.warning("pictures are skipped: %s", error)
+            self.pictures = False
+
+    # ---- DARTS-PT projection ---------------------------------------------------------------------
+    def projection_batches(self) -> list[Batch]:
+        """The search-val batches every projection decision is measured on: this rank's first
+        ``projection.val_batches`` batches, gathered from all ranks so every rank measures the same data."""
+        local = self.fixed_val_batches(self.cfg.projection.val_batches)
+        return [(all_gather_cat(images), all_gather_cat(labels)) for images, labels in local]
+
+    def project(self) -> None:
+        """DARTS-PT (perturb/projection.py): every decision, with fine-tuning in between; a checkpoint after each."""
+        cfg, env = self.cfg, self.env
+        if self.state["phase"] != "project":
+            return
+        if self.state["projection"] is None:
+            plan = projection_plan(self.network, cfg.seed)
+            self.state["projection"] = {"plan": plan, "done": 0, "records": [],
+                                        "tune_stream": {"epoch": cfg.epochs, "batch_in_epoch": 0}}
+        projection = self.state["projection"]
+        measure_batches = self.projection_batches()
+        tune_stream = BatchStream(self.loaders.search_train)
+        tune_stream.restore(projection["tune_stream"])
+        tune_steps = cfg.projection.tune_steps
+        if tune_steps is None:
+            tune_steps = cfg.projection.tune_epochs * self.steps_per_epoch
+        tune_lr = cfg.projection.tune_lr if cfg.projection.tune_lr is not None else cfg.weights.learning_rate / 10
+        plan = projection["plan"]
+        while projection["done"] < len(plan):
+            index = projection["done"]
+            decision = plan[index]
+            measure = lambda module: evaluate(module, measure_batches, env=env, sync=False)["top1"]  # this rank alone
+            record = decide(self.model, decision, measure=measure, env=env)
+            projection["records"].append(record)
+            self.log.info("projection %d/%d: %s", index + 1, len(plan), _describe(record))
+            if index + 1 < len(plan):
+                self._tune(tune_stream, tune_steps, tune_lr)
+            projection["done"] = index + 1
+            projection["tune_stream"] = tune_stream.state()
+            if self.metrics is not None and "reference" in record:
+                self.metrics.log(cfg.epochs + index + 1, **{"projection/reference_top1": record["reference"]})
+            if projection["done"] == len(plan):
+                self.state["phase"] = "done"
+            self.save()
+            self._pictures(genotype_from_alphas(self.network), f"project_{index + 1:03d}",
+                           f"projection {index + 1}: {_describe(record)}")
+        tune_stream.close()
+
+    def _tune(self, stream: BatchStream, steps: int, lr: float) -> None:
+        """Fine-tune the weights ``steps`` steps at constant ``lr`` (alphas frozen), on every rank with DDP."""
+        for group in self.weight_optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        with frozen(self.network.arch_parameters()):
+            for images, labels in stream.take(steps):
+                train_step(self.model, images, labels, self.weight_optimizer, grad_clip=self.cfg.weights.grad_clip)
+
+    # ---- the end ---------------------------------------------------------------------------------
+    def genotype(self) -> Genotype:
+        if self.cfg.method == "darts_pt":
+            return genotype_from_masks(self.network)
+        return genotype_from_alphas(self.network)
+
+    def finish(self, genotype: Genotype) -> None:
+        """genotype.json, alphas.json, projection.json, the GIF and summary.json (rank 0)."""
+        if not self.env.is_main:
+            return
+        cfg, run_dir = self.cfg, self.run_dir
+        genotype.to_json(run_dir / "genotype.json", name=cfg.note)
+        alphas = {cell_type: {"ops": list(self.network.candidates[cell_type][0]),
+                              "softmax": torch.softmax(alpha.detach().double().cpu(), -1).tolist(),
+                              "alpha": alpha.detach().double().cpu().tolist()}
+                  for cell_type, alpha in self.network.alphas.items()}
+        _write_json(run_dir / "alphas.json", {"shared_cell": self.network.shared, "cells": alphas,
+                                              "digest": alpha_digest(self.network)})
+        if self.state["projection"] is not None:
+            _write_json(run_dir / "projection.json", self.state["projection"])
+        if self.pictures:
+            frames = sorted((run_dir / "cells").glob("epoch_*.png")) + sorted((run_dir / "cells").glob("project_*.png"))
+            make_gif(frames, run_dir / "cells" / "progress.gif")
+        wall = self._elapsed()
+        _write_json(run_dir / "summary.json", {
+            "method": cfg.method, "genotype": genotype.to_dict(name=cfg.note), "wall_time_s": round(wall, 3),
+            "world_size": self.env.world_size, "device": str(self.env.device),
+            "device_hours": wall * self.env.world_size / 3600.0, "epochs": self.state["epoch"],
+            "config": config_to_dict(cfg)})
+        self.log.info("genotype: %s", genotype)
+
+
+def _describe(record: dict) -> str:
+    where = f"{record['cell_type']} " if record.get("cell_type") else ""
+    if record["kind"] == "op":
+        return f"{where}edge {record['edge']} keeps {record['kept']}"
+    return f"{where}node {record['node']} keeps edges {record['kept']}"
+
+
+def _write_json(path: Path, record: dict) -> None:
+    def safe(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): safe(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [safe(v) for v in value]
+        return value
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, (json.dumps(safe(record), indent=1) + "\n").encode())
+
+
+def run_supernet_search(cfg: SupernetConfig) -> Genotype | None:
+    """Run (or resume) the search of ``cfg`` in ``cfg.save/cfg.note`` on every rank; returns the genotype,
+    or None when ``stop_after_epochs`` ended this invocation early."""
+    env = init_distributed(device=cfg.device)
+    metrics = None
+    try:
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        run_dir = prepare_run_dir(Path(cfg.save) / cfg.note, env, cfg)
+        log = get_logger("search_supernet", env, run_dir)
+        log.info("supernet search (%s) on %d rank(s), device %s, run dir %s", cfg.method, env.world_size,
+                 env.device, run_dir)
+        metrics = MetricsLogger(run_dir, env)
+        if cfg.method == "pertnas":
+            return run_pertnas_supernet(cfg, env, run_dir, log, metrics)
+        loaders = build_loaders(cfg.data, rank=env.rank, world_size=env.world_size, seed=cfg.seed, device=env.device)
+        search = BilevelSearch(cfg, env, loaders, run_dir, log, metrics)
+        search.resume(cfg.resume)
+        if not search.train(stop_after=cfg.stop_after_epochs):
+            return None
+        search.project()
+        genotype = search.genotype()
+        search.finish(genotype)
+        return genotype
+    finally:
+        if metrics is not None:
+            metrics.close()
+        shutdown_distributed()
+
+
+# ---- the PertNAS supernet variant ------------------------------------------------------------------
+def supernet_cell(ops: Sequence[str], op_cap: int | None, seed: int) -> tuple[tuple[str, ...], ...]:
+    """The candidates of the PertNAS supernet: every op of ``ops`` on every edge, or ``op_cap`` of them drawn
+    per edge by a generator seeded with (seed, edge), listed in ``ops`` order."""
+    cell = []
+    for edge in range(14):
+        if op_cap is None or op_cap >= len(ops):
+            cell.append(tuple(ops))
+            continue
+        chosen = set(random.Random(f"pertnas-supernet/{seed}/{edge}").sample(list(ops), op_cap))
+        cell.append(tuple(op for op in ops if op in chosen))
+    return tuple(cell)
+
+
+def run_pertnas_supernet(cfg: SupernetConfig, env: DistEnv, run_dir: Path, log: logging.Logger,
+                         metrics: MetricsLogger) -> Genotype:
+    """Train the equal-weight supernet, score every op of every edge by perturb-val (sharded over ranks;
+    ops absent from an edge score NaN, which ranks last), then the evolutionary stages B-D (perturb/)."""
+    from perturb.outputs import SearchRecorder
+    from perturb.runtime import SearchRuntime
+    from perturb.scoring import Candidate
+    from perturb.stages import run_search
+    from supernet.config import evolution_config
+
+    ecfg = evolution_config(cfg)
+    if ecfg.data.batch_size % env.world_size:
+        raise ConfigError(f"must divide by the number of ranks {env.world_size} (got {ecfg.data.batch_size}): "
+                          "the supernet and stages B-D split each batch across ranks", key="data.batch_size")
+    member_loaders = build_loaders(ecfg.data, rank=0, world_size=1, seed=cfg.seed, device=env.device)
+    ddp_loaders = member_loaders
+    if env.is_distributed:
+        per_rank = dataclasses.replace(ecfg.data, batch_size=ecfg.data.batch_size // env.world_size)
+        ddp_loaders = build_loaders(per_rank, rank=env.rank, world_size=env.world_size, seed=cfg.seed,
+                                    device=env.device)
+    runtime = SearchRuntime(ecfg, env, member_loaders, ddp_loaders, metrics, log)
+    recorder = SearchRecorder(run_dir, env, runtime, ecfg, log, pictures=cfg.pictures)
+    ops = list(ecfg.search.ops)
+    state, trained = recorder.resume(1, len(ops), allow=cfg.resume)
+    stage = cfg.pertnas.supernet
+    if state.stage == "A":
+        if trained is None:
+            cell = supernet_cell(ops, cfg.pertnas.op_cap, cfg.seed)
+            network = runtime.new_network(cell, "supernet")
+            optimizer = runtime.train(network, stage, key="supernet", distributed=True, tag="supernet")
+            state.decisions.append({"stage": "supernet", "cell": [list(c) for c in cell]})
+            state.step += 1
+            recorder.on_decision(state, network, optimizer, None)
+        else:
+            network, optimizer = trained
+        for edge in range(14):
+            if f"S,{edge}" in state.units:
+                continue  # scored before a restart
+            present = [op for op in network.candidates["normal"][edge]]
+            result = runtime.score(network, optimizer, [Candidate(edge, op) for op in present], stage,
+                                   key=f"supernet/e{edge}", shard=True, tag=f"supernet edge {edge}")
+            row = [math.nan] * len(ops)
+            for op, score in zip(present, result.scores):
+                row[ops.index(op)] = score
+            state.member_scores[0][edge] = row
+            state.units[f"S,{edge}"] = {"reference": result.reference, "ops": present,
+                                        "accuracies": result.accuracies}
+            state.step += 1
+            recorder.on_decision(state, network, optimizer, None)
+        state.average = [list(row) for row in state.member_scores[0]]
+        state.stage = "B"
+        state.step += 1
+        recorder.on_decision(state, None, None, None)
+        trained = None
+    genotype = run_search(runtime, state, recorder.on_decision, trained)
+    recorder.finish(state, genotype, name=cfg.note)
+    return genotype
