@@ -21,7 +21,7 @@ class DeviceArrays:
     """One split on a device: images uint8 (N, C, H, W) and labels int64 (N,)."""
 
     def __init__(self, dataset: ArrayDataset, device: torch.device):
-        self.images = torch.from_numpy(np.ascontiguousarray(dataset.images.transpose(0, 3, 1, 2))).to(device)
+        self.images = torch.from_numpy(np.array(dataset.images.transpose(0, 3, 1, 2), order="C")).to(device)
         self.labels = torch.from_numpy(np.array(dataset.labels, dtype=np.int64)).to(device)
 
 
