@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import DataError
+from launch.atomic import write_json_atomically
 from data.info import ArrayDataset, DatasetInfo, info_from_arrays
 from data.readers import read_dataset
 
@@ -105,18 +106,6 @@ def resize_dataset(dataset: ArrayDataset, max_resolution: int) -> ArrayDataset:
             size, Image.Resampling.BOX)).reshape(size[1], size[0], -1)
         for image in dataset.images])
     return ArrayDataset(resized, dataset.labels, dataset.classes, dataset.sources)
-
-
-def _write_json_atomic(path: Path, record: dict) -> None:
-    temporary = _temporary_sibling(path)
-    try:
-        with open(temporary, "w") as handle:
-            json.dump(record, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def read_metadata(beton_dir: str | Path, name: str) -> dict:
@@ -212,6 +201,6 @@ def write_dataset(name: str, data_dir: str | Path | None, out_dir: str | Path, *
         "sources": {**train.sources, **test.sources},
         "files": files,
     }
-    _write_json_atomic(metadata_path(out_dir, name), record)
+    write_json_atomically(metadata_path(out_dir, name), record, indent=2)
     log(f"wrote {metadata_path(out_dir, name)}")
     return record

@@ -14,24 +14,20 @@ never used for selection):
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
 from pathlib import Path
 
-from launch.checkpoint import write_atomically
+from launch.atomic import write_json_atomically
 
 REPORT_FILE = "report.json"
 SUMMARY_FILE = "summary.json"
 
 
 def write_json(path: str | os.PathLike, record: dict) -> Path:
-    """Write ``record`` as indented JSON atomically (temp file, fsync, rename); return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, (json.dumps(record, indent=2, allow_nan=True) + "\n").encode("utf-8"))
-    return path
+    """Write ``record`` as indented strict JSON (NaN -> null) atomically; return the path."""
+    return write_json_atomically(path, record, indent=2)
 
 
 def _mean_std(values: list[float]) -> dict:

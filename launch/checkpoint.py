@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from launch.atomic import write_atomically
 from launch.distributed import DistEnv, all_gather_tensor, barrier, unwrap_model
 from launch.seeding import capture_rng_state, restore_rng_state
 
@@ -91,37 +92,6 @@ def decode_checkpoint(data: bytes, name: str = "checkpoint") -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointCorrupt(f"{name} has an unknown layout")
     return payload
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:  # platforms without directory handles
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either no file or the complete one.
-
-    temp file in the same directory -> write -> fsync -> rename over ``path`` -> fsync the directory.
-    """
-    temp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp_path, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
 
 
 class CheckpointManager:

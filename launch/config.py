@@ -40,6 +40,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from launch.atomic import write_atomically
 from launch.errors import ConfigError
 
 __all__ = [
@@ -363,16 +364,7 @@ def save_config(config: object, path: str | os.PathLike) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
-    temp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp_path, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
+    write_atomically(path, text.encode("utf-8"))
     return path
 
 

@@ -15,9 +15,7 @@ graphviz is not installed.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import shutil
 import time
 import warnings
@@ -25,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from launch.checkpoint import CheckpointManager, write_atomically
+from launch.atomic import write_json_atomically
+from launch.checkpoint import CheckpointManager
 from launch.config import config_to_dict
 from launch.distributed import DistEnv, barrier
 from launch.errors import ConfigError
@@ -36,19 +35,8 @@ from space.ops import NONE_OP
 from space.search_network import EDGE_ENDPOINTS, EdgeCandidates, SearchNetwork
 
 
-def _json_safe(value):
-    """NaN/inf -> None (strict JSON), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
-
-
 def write_json(path: Path, record: dict) -> None:
-    write_atomically(path, (json.dumps(_json_safe(record), indent=1) + "\n").encode())
+    write_json_atomically(path, record, indent=1)
 
 
 def draw_search_cell(cell: EdgeCandidates, path: Path, caption: str = "") -> Path:

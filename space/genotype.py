@@ -27,11 +27,11 @@ from __future__ import annotations
 import ast
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from launch.atomic import write_atomically
 from launch.errors import UserInputError
 from space.ops import PRIMITIVES
 
@@ -126,20 +126,7 @@ class Genotype:
 
     def to_json(self, path: str | os.PathLike, name: str | None = None) -> Path:
         """Write atomically (temp file + rename), so an existing file is never left half-written."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(name), indent=2) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomically(path, (json.dumps(self.to_dict(name), indent=2) + "\n").encode("utf-8"))
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "Genotype":

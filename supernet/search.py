@@ -38,7 +38,8 @@ import torch
 import torch.nn as nn
 
 from data.loaders import BatchStream, Loaders, build_loaders
-from launch.checkpoint import CheckpointManager, write_atomically
+from launch.atomic import write_json_atomically
+from launch.checkpoint import CheckpointManager
 from launch.config import config_to_dict
 from launch.distributed import (DistEnv, all_gather_cat, all_reduce_sum, broadcast_tensor, init_distributed,
                                 shutdown_distributed, wrap_ddp)
@@ -341,17 +342,7 @@ def _describe(record: dict) -> str:
 
 
 def _write_json(path: Path, record: dict) -> None:
-    def safe(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {str(k): safe(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [safe(v) for v in value]
-        return value
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, (json.dumps(safe(record), indent=1) + "\n").encode())
+    write_json_atomically(path, record, indent=1)
 
 
 def run_supernet_search(cfg: SupernetConfig) -> Genotype | None:
