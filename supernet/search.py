@@ -409,7 +409,7 @@ def run_pertnas_supernet(cfg: SupernetConfig, env: DistEnv, run_dir: Path, log: 
         per_rank = dataclasses.replace(ecfg.data, batch_size=ecfg.data.batch_size // env.world_size)
         ddp_loaders = build_loaders(per_rank, rank=env.rank, world_size=env.world_size, seed=cfg.seed,
                                     device=env.device)
-    runtime = SearchRuntime(ecfg, env, member_loaders, ddp_loaders, metrics, log)
+    runtime = SearchRuntime(ecfg, env, member_loaders, ddp_loaders, run_dir, metrics, log)
     recorder = SearchRecorder(run_dir, env, runtime, ecfg, log, pictures=cfg.pictures)
     ops = list(ecfg.search.ops)
     state, trained = recorder.resume(1, len(ops), allow=cfg.resume)

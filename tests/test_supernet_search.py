@@ -112,3 +112,28 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, override, needle):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr
+
+
+PERTNAS_TINY = [
+    "method=pertnas", "pertnas.op_cap=3", "pertnas.network.channels=2", "pertnas.network.layers=3",
+    "pertnas.supernet.epochs=1", "pertnas.supernet.finetune_extra=0", "pertnas.search.finetune_steps=1",
+    "pertnas.search.val_batches=1", "pertnas.search.stage_b.epochs=1", "pertnas.search.stage_c.epochs=1",
+    "pertnas.search.stage_d.epochs=1",
+]
+
+
+def test_pertnas_supernet_variant_scores_capped_ops_then_runs_stages_b_to_d(tmp_path):
+    result = run_cli(tmp_path, "pertnas", *PERTNAS_TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "pertnas"
+    genotype = json.loads((run_dir / "genotype.json").read_text())
+    assert "reduce" not in genotype  # one shared cell, as PertNAS
+    assert len(genotype["normal"]) == 8
+    for node in range(4):  # stage D: two distinct inputs per node, no 'none'
+        (op_a, in_a), (op_b, in_b) = genotype["normal"][2 * node], genotype["normal"][2 * node + 1]
+        assert in_a != in_b and "none" not in (op_a, op_b)
+    scores = json.loads((run_dir / "scores.json").read_text())
+    text = json.dumps(scores)
+    # op_cap=3: each edge's supernet holds 3 ops, so 4 of the 7 entries of every row are absent (null)
+    matrix = next(value for key, value in scores.items() if isinstance(value, list) and len(value) == 14)
+    assert all(sum(entry is not None for entry in row) == 3 for row in matrix), text[:500]
