@@ -11,6 +11,7 @@ ranks); ``ddp_loaders`` (rank r of W, batch / W) feeds the DDP training of stage
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -20,8 +21,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from data.loaders import BatchStream, Loaders
+from data.loaders import BatchStream, DataConfig, Loaders, build_loaders
 from launch.distributed import DistEnv, broadcast_tensor, wrap_ddp
+from launch.errors import ConfigError
 from launch.rundir import MetricsLogger, progress
 from launch.seeding import seed_everything
 from launch.train import evaluate, to_channels_last, train_epoch
@@ -40,6 +42,27 @@ def unit_seed(seed: int, key: str) -> int:
 def data_epoch(seed: int, key: str) -> int:
     """The loader epoch a unit starts at (each unit sees its own shuffles, the same ones on a rerun)."""
     return (unit_seed(seed, f"epoch/{key}") % 100_000) * 1_000
+
+
+def build_search_loaders(data: DataConfig, env: DistEnv, seed: int) -> tuple[Loaders, Loaders]:
+    """The loaders of a search: ``(member_loaders, ddp_loaders)``.
+
+    member_loaders: the whole batch of one network, unsharded (stage A members, perturb-val candidates);
+    ddp_loaders: each rank's share ``batch_size / world_size`` of a DDP-trained network (stages B-D).
+    Both are built now, so bad data fails before anything is written.
+    """
+    if data.batch_size % env.world_size:
+        raise ConfigError(f"must divide by the number of ranks {env.world_size} (got {data.batch_size}): "
+                          "stages B-D split each batch across ranks", key="data.batch_size")
+    member_loaders = build_loaders(data, rank=0, world_size=1, seed=seed, device=env.device)
+    ddp_loaders = member_loaders
+    if env.is_distributed:
+        per_rank = dataclasses.replace(data, batch_size=data.batch_size // env.world_size)
+        ddp_loaders = build_loaders(per_rank, rank=env.rank, world_size=env.world_size, seed=seed,
+                                    device=env.device)
+    for loaders in (member_loaders, ddp_loaders):
+        loaders.search_train, loaders.search_val  # noqa: B018 (built on first access)
+    return member_loaders, ddp_loaders
 
 
 class SearchRuntime:

@@ -1,18 +1,15 @@
 """One evolutionary search from a resolved config: process group, run directory, loaders, stages, outputs."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
 
-from data.loaders import build_loaders
 from launch.distributed import init_distributed, shutdown_distributed
-from launch.errors import ConfigError
 from launch.rundir import MetricsLogger, get_logger, prepare_run_dir
 from perturb.config import EvolutionConfig
 from perturb.outputs import SearchRecorder
-from perturb.runtime import SearchRuntime
+from perturb.runtime import SearchRuntime, build_search_loaders
 from perturb.stages import run_search
 from space.genotype import Genotype
 
@@ -27,18 +24,7 @@ def run_evolutionary_search(cfg: EvolutionConfig) -> Genotype:
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        if cfg.data.batch_size % env.world_size:
-            raise ConfigError(f"must divide by the number of ranks {env.world_size} (got {cfg.data.batch_size}): "
-                              "stages B-D split each batch across ranks", key="data.batch_size")
-        # the data one network sees (stage A, perturb-val), and each rank's share for DDP training (B-D)
-        member_loaders = build_loaders(cfg.data, rank=0, world_size=1, seed=cfg.seed, device=env.device)
-        ddp_loaders = member_loaders
-        if env.is_distributed:
-            per_rank = dataclasses.replace(cfg.data, batch_size=cfg.data.batch_size // env.world_size)
-            ddp_loaders = build_loaders(per_rank, rank=env.rank, world_size=env.world_size, seed=cfg.seed,
-                                        device=env.device)
-        for loaders in (member_loaders, ddp_loaders):
-            loaders.search_train, loaders.search_val  # build them now: bad data fails before anything is written
+        member_loaders, ddp_loaders = build_search_loaders(cfg.data, env, cfg.seed)
         run_dir = prepare_run_dir(Path(cfg.save) / cfg.note, env, cfg)
         log = get_logger("search_evolutionary", env, run_dir)
         log.info("evolutionary search: npop %d on %d rank(s), device %s, run dir %s", cfg.search.npop,

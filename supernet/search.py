@@ -23,7 +23,6 @@ from the log files.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -43,7 +42,6 @@ from launch.checkpoint import CheckpointManager
 from launch.config import config_to_dict
 from launch.distributed import (DistEnv, all_gather_cat, all_reduce_sum, broadcast_tensor, init_distributed,
                                 shutdown_distributed, wrap_ddp)
-from launch.errors import ConfigError
 from launch.rundir import MetricsLogger, get_logger, prepare_run_dir, progress
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
@@ -394,21 +392,13 @@ def run_pertnas_supernet(cfg: SupernetConfig, env: DistEnv, run_dir: Path, log: 
     """Train the equal-weight supernet, score every op of every edge by perturb-val (sharded over ranks;
     ops absent from an edge score NaN, which ranks last), then the evolutionary stages B-D (perturb/)."""
     from perturb.outputs import SearchRecorder
-    from perturb.runtime import SearchRuntime
+    from perturb.runtime import SearchRuntime, build_search_loaders
     from perturb.scoring import Candidate
     from perturb.stages import run_search
     from supernet.config import evolution_config
 
     ecfg = evolution_config(cfg)
-    if ecfg.data.batch_size % env.world_size:
-        raise ConfigError(f"must divide by the number of ranks {env.world_size} (got {ecfg.data.batch_size}): "
-                          "the supernet and stages B-D split each batch across ranks", key="data.batch_size")
-    member_loaders = build_loaders(ecfg.data, rank=0, world_size=1, seed=cfg.seed, device=env.device)
-    ddp_loaders = member_loaders
-    if env.is_distributed:
-        per_rank = dataclasses.replace(ecfg.data, batch_size=ecfg.data.batch_size // env.world_size)
-        ddp_loaders = build_loaders(per_rank, rank=env.rank, world_size=env.world_size, seed=cfg.seed,
-                                    device=env.device)
+    member_loaders, ddp_loaders = build_search_loaders(ecfg.data, env, cfg.seed)
     runtime = SearchRuntime(ecfg, env, member_loaders, ddp_loaders, run_dir, metrics, log)
     recorder = SearchRecorder(run_dir, env, runtime, ecfg, log, pictures=cfg.pictures)
     ops = list(ecfg.search.ops)
