@@ -4,9 +4,10 @@ Layout in an output folder for data set NAME: ``NAME_train.beton``, ``NAME_test.
 ``NAME_metadata.json`` (classes, counts, image shape, channel mean/std, source checksums, and the sha256
 and size of each .beton). The metadata is written last, so its presence means both .beton files are whole.
 
-Grey images: FFCV's RGBImageField stores 3 channels only, so grey images are stored with the grey value
-replicated to R, G and B (``stored_channels`` 3) and the loaders hand the model channel 0 alone
-(``in_channels`` 1). Pixels are stored raw (no JPEG), so reading gives back exactly what was written.
+Image field: RGB images go to FFCV's RGBImageField (raw, 3 channels); grey images to an NDArrayField of
+uint8 (H, W, 1), since RGBImageField needs 3 channels and replicating grey would make every loader step
+move 3x the bytes. The metadata names the field kind (``image_field``) and ``stored_channels``. Pixels are
+stored raw (no JPEG), so reading gives back exactly what was written.
 """
 from __future__ import annotations
 
@@ -42,8 +43,32 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-class _RgbSamples:
-    """Indexable (image (H, W, 3) uint8, label int) view of an ArrayDataset, as FFCV's writer wants it."""
+#: Field kinds of the ``image`` field, as recorded in the metadata under ``image_field``.
+RGB_IMAGE_FIELD, NDARRAY_FIELD = "rgb_image", "ndarray"
+
+
+def image_field_kind(channels: int) -> str:
+    """The FFCV field an image with ``channels`` channels is stored in: RGBImageField for 3, else NDArrayField."""
+    return RGB_IMAGE_FIELD if channels == 3 else NDARRAY_FIELD
+
+
+def stored_image_layout(path: str | Path) -> tuple[str, tuple[int, ...]]:
+    """(field kind, stored (H, W, C) or None for RGBImageField's variable size) of the ``image`` field of a .beton.
+
+    Read from the file's own header, so the loader decodes what is really there (older files stored grey
+    images as 3 equal RGB channels).
+    """
+    from ffcv.fields import NDArrayField
+    from ffcv.reader import Reader
+
+    field = Reader(str(path)).handlers["image"]
+    if isinstance(field, NDArrayField):
+        return NDARRAY_FIELD, tuple(int(size) for size in field.shape)
+    return RGB_IMAGE_FIELD, None
+
+
+class _Samples:
+    """Indexable (image (H, W, C) uint8, label int) view of an ArrayDataset, as FFCV's writer wants it."""
 
     def __init__(self, dataset: ArrayDataset):
         self.dataset = dataset
@@ -52,10 +77,7 @@ class _RgbSamples:
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        image = self.dataset.images[index]
-        if image.shape[-1] == 1:
-            image = np.repeat(image, 3, axis=-1)
-        return np.ascontiguousarray(image), int(self.dataset.labels[index])
+        return np.ascontiguousarray(self.dataset.images[index]), int(self.dataset.labels[index])
 
 
 def _temporary_sibling(path: Path) -> Path:
@@ -64,25 +86,30 @@ def _temporary_sibling(path: Path) -> Path:
 
 def write_beton(dataset: ArrayDataset, path: str | Path, max_resolution: int | None = None,
                 num_workers: int = -1) -> str:
-    """Write ``dataset`` to the FFCV file ``path`` (fields ``image``: raw RGBImageField, ``label``: IntField).
+    """Write ``dataset`` to the FFCV file ``path`` (fields ``image``, ``label``: IntField).
+
+    ``image``: raw RGBImageField for RGB images, NDArrayField uint8 (H, W, C) otherwise (see the module text).
 
     The file is written under a temporary name in the same folder and renamed into place when whole, so an
     interrupted write never leaves a partial file under ``path``. max_resolution: FFCV shrinks images whose
     longer side exceeds it (prefer :func:`resize_dataset` first, which keeps the metadata truthful).
     Returns the sha256 of the written file.
     """
-    from ffcv.fields import IntField, RGBImageField
+    from ffcv.fields import IntField, NDArrayField, RGBImageField
     from ffcv.writer import DatasetWriter
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_sibling(path)
+    if image_field_kind(dataset.channels) == RGB_IMAGE_FIELD:
+        image_field = RGBImageField(write_mode="raw", max_resolution=max_resolution)
+    else:
+        if max_resolution is not None and max(dataset.images.shape[1:3]) > max_resolution:
+            dataset = resize_dataset(dataset, max_resolution)
+        image_field = NDArrayField(np.dtype(np.uint8), tuple(dataset.images.shape[1:]))
     try:
-        writer = DatasetWriter(str(temporary), {
-            "image": RGBImageField(write_mode="raw", max_resolution=max_resolution),
-            "label": IntField(),
-        }, num_workers=num_workers)
-        writer.from_indexed_dataset(_RgbSamples(dataset))
+        writer = DatasetWriter(str(temporary), {"image": image_field, "label": IntField()}, num_workers=num_workers)
+        writer.from_indexed_dataset(_Samples(dataset))
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         digest = file_sha256(temporary)
@@ -168,7 +195,7 @@ def write_dataset(name: str, data_dir: str | Path | None, out_dir: str | Path, *
     is resized to (default 32). Returns the metadata record.
     """
     out_dir = Path(out_dir)
-    settings = {"dataset": name, "max_resolution": max_resolution, "write_mode": "raw"}
+    settings = {"dataset": name, "max_resolution": max_resolution, "write_mode": "raw", "grey_field": NDARRAY_FIELD}
     if not force:
         existing = _up_to_date(out_dir, name, settings)
         if existing is not None:
@@ -195,7 +222,8 @@ def write_dataset(name: str, data_dir: str | Path | None, out_dir: str | Path, *
         "settings": settings,
         "info": info.to_json(),
         "classes": list(train.classes),
-        "stored_channels": 3,
+        "image_field": image_field_kind(info.in_channels),
+        "stored_channels": info.in_channels,
         "in_channels": info.in_channels,
         "image_shape": [*info.image_size, info.in_channels],
         "sources": {**train.sources, **test.sources},

@@ -1,10 +1,13 @@
 """The FFCV loader: a .beton read by ffcv.loader.Loader, with FFCV's own JIT-compiled augmentations.
 
-Pipeline (image field): SimpleRGBImageDecoder -> [RandomHorizontalFlip] -> [RandomTranslate(padding)]
--> [Cutout(size, fill = mean colour)] -> CPU: NormalizeImage -> ToTensor -> ToTorchImage;
+Pipeline (image field): decoder -> [RandomHorizontalFlip] -> [RandomTranslate(padding)]
+-> [Cutout(size, fill = mean colour)] -> CPU: normalise -> ToTensor -> ToTorchImage;
 CUDA: ToTensor -> ToDevice -> ToTorchImage(channels_last), then the normalisation lookup in torch on the GPU
 (FFCV's GPU NormalizeImage needs cupy, which we do not require; the table is the same, so are the values).
-Grey data sets are stored as 3 equal channels (see data.beton) and channel 0 is handed on.
+RGB files (RGBImageField): SimpleRGBImageDecoder and FFCV's NormalizeImage. Grey files (NDArrayField
+(H, W, 1), see data.beton): NDArrayDecoder and our numba-compiled NormalizeChannels (FFCV's is 3-channel
+only), so every step moves one channel. Older grey files stored as 3 equal RGB channels still load: the
+channels the model does not take are dropped in the final copy.
 
 Orders come from our :class:`data.splits.ShardPlan` through a custom FFCV TraversalOrder (FFCV's own
 distributed mode pads shards with repeated samples; ours are disjoint). FFCV's augmentation draws use
@@ -19,6 +22,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from ffcv.fields.basics import IntDecoder
+from ffcv.fields.ndarray import NDArrayDecoder
 from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.loader import Loader
 from ffcv.traversal_order.base import TraversalOrder
@@ -26,7 +30,9 @@ from ffcv.transforms import (Cutout, NormalizeImage, RandomHorizontalFlip, Rando
                              ToTorchImage)
 
 from data import augment
+from data.beton import NDARRAY_FIELD, stored_image_layout
 from data.epoch_loader import Augmentation, EpochLoader
+from data.ffcv_ops import NormalizeChannels
 from data.info import DatasetInfo
 from data.splits import ShardPlan
 
@@ -59,9 +65,11 @@ class FfcvLoader(EpochLoader):
                  batches_ahead: int = 3):
         super().__init__(plan, info, batch_size=batch_size, drop_last=drop_last, augmentation=augmentation,
                          device=device)
-        stored = 3
-        self.mean3 = np.resize(np.asarray(info.mean, dtype=np.float64), stored)
-        self.std3 = np.resize(np.asarray(info.std, dtype=np.float64), stored)
+        field_kind, stored_shape = stored_image_layout(beton)
+        self.grey_array = field_kind == NDARRAY_FIELD
+        stored = stored_shape[-1] if self.grey_array else 3
+        self.stored_mean = np.resize(np.asarray(info.mean, dtype=np.float64), stored)
+        self.stored_std = np.resize(np.asarray(info.std, dtype=np.float64), stored)
         self.table = torch.from_numpy(augment.normalisation_table(info.mean, info.std)).to(self.device)
         self._order = _PlannedOrder(self.epoch_indices(0))
         self._loader = Loader(
@@ -71,15 +79,18 @@ class FfcvLoader(EpochLoader):
 
     def _image_pipeline(self) -> list:
         settings = self.augmentation
-        steps = [SimpleRGBImageDecoder()]
+        stored = len(self.stored_mean)
+        steps = [NDArrayDecoder() if self.grey_array else SimpleRGBImageDecoder()]
         if settings.flip:
             steps.append(RandomHorizontalFlip())
         if settings.translate > 0:
-            steps.append(RandomTranslate(padding=settings.translate))
+            steps.append(RandomTranslate(padding=settings.translate, fill=(0,) * stored))
         if settings.cutout > 0:
-            steps.append(Cutout(settings.cutout, tuple(int(round(m)) for m in self.mean3)))
+            steps.append(Cutout(settings.cutout, tuple(int(round(m)) for m in self.stored_mean)))
         if self.device.type == "cpu":
-            steps += [NormalizeImage(self.mean3, self.std3, np.float32), ToTensor(), ToTorchImage(channels_last=True)]
+            normalise = (NormalizeChannels(tuple(self.stored_mean), tuple(self.stored_std)) if self.grey_array
+                         else NormalizeImage(self.stored_mean, self.stored_std, np.float32))
+            steps += [normalise, ToTensor(), ToTorchImage(channels_last=True)]
         else:
             steps += [ToTensor(), ToDevice(self.device, non_blocking=True), ToTorchImage(channels_last=True)]
         return steps
@@ -100,7 +111,11 @@ class FfcvLoader(EpochLoader):
             _stop(epoch_iterator)
 
     def _finish(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) view into FFCV's reused buffer -> the model's own (N, in_channels, H, W) float32."""
+        """(N, stored C, H, W) view into FFCV's reused buffer -> the model's own (N, in_channels, H, W) float32.
+
+        One copy: the channel slice is a view, and the clone both drops unused channels and frees the batch
+        from FFCV's buffer (which FFCV overwrites ``batches_ahead`` batches later).
+        """
         images = images[:, :self.info.in_channels]
         if self.device.type != "cpu":
             images = augment.normalise(images, self.table)

@@ -33,7 +33,7 @@ def digits_betons(tmp_path_factory) -> Path:
 
 
 def read_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Every stored pixel and label of a .beton, in file order, with no transform: ((N, H, W, 3), (N,))."""
+    """Every stored pixel and label of a .beton, in file order, with no transform: ((N, H, W, C), (N,))."""
     from ffcv.loader import Loader, OrderOption
 
     loader = Loader(str(path), batch_size=1000, num_workers=1, order=OrderOption.SEQUENTIAL, drop_last=False)
@@ -45,16 +45,18 @@ def assert_round_trip(out: Path, name: str, source_dir) -> None:
     for split in ("train", "test"):
         original = read_dataset(name, source_dir, split)
         images, labels = read_raw(beton_path(out, name, split))
-        assert images.shape == original.images.shape[:3] + (3,)
-        for channel in range(3):  # grey stored as three equal channels
-            np.testing.assert_array_equal(images[..., channel], original.images[..., 0])
+        assert images.dtype == np.uint8
+        np.testing.assert_array_equal(images, original.images)  # grey: one stored channel, (N, H, W, 1)
         np.testing.assert_array_equal(labels, original.labels)
+    meta = json.loads((out / f"{name}_metadata.json").read_text())
+    assert meta["stored_channels"] == meta["in_channels"] == original.images.shape[-1]
+    assert meta["image_field"] == ("rgb_image" if meta["stored_channels"] == 3 else "ndarray")
 
 
 def test_write_then_read_returns_exactly_the_written_pixels(digits_betons):
     assert_round_trip(digits_betons, "digits", None)
     meta = json.loads((digits_betons / "digits_metadata.json").read_text())
-    assert meta["in_channels"] == 1 and meta["stored_channels"] == 3 and meta["info"]["train_count"] == 1438
+    assert meta["in_channels"] == 1 and meta["stored_channels"] == 1 and meta["info"]["train_count"] == 1438
 
 
 def test_ffcv_and_memory_loaders_give_the_same_batches(digits_betons):
