@@ -385,3 +385,11 @@ def add_override_argument(parser: argparse.ArgumentParser, *, distributed_flag: 
                             help="accepted for compatibility with the reference CLIs; distribution comes from "
                                  "torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK)")
     return parser
+
+
+def check_run_fields(note: str, threads: int | None) -> None:
+    """The checks every search config shares: ``note`` names one folder, ``threads`` is >= 1 or None."""
+    if not note or "/" in note or note in (".", ".."):
+        raise ConfigError(f"must be a plain folder name (got {note!r})", key="note")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"must be at least 1 (got {threads})", key="threads")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data.loaders import DataConfig
+from launch.config import check_run_fields
 from launch.errors import ConfigError
 from space.ops import PRIMITIVES
 from space.search_network import NUM_EDGES
@@ -172,7 +173,4 @@ class EvolutionConfig:
     debug: DebugConfig = field(default_factory=DebugConfig)
 
     def validate(self) -> None:
-        if not self.note or "/" in self.note or self.note in (".", ".."):
-            raise ConfigError(f"must be a plain folder name (got {self.note!r})", key="note")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"must be at least 1 (got {self.threads})", key="threads")
+        check_run_fields(self.note, self.threads)

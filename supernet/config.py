@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from data.loaders import DataConfig
+from launch.config import check_run_fields
 from launch.errors import ConfigError
 from perturb.config import EvolutionConfig
 from perturb.config import NetworkConfig as EvolutionNetworkConfig
@@ -159,12 +160,9 @@ class SupernetConfig:
     pertnas: PertnasConfig = field(default_factory=PertnasConfig)
 
     def validate(self) -> None:
-        if not self.note or "/" in self.note or self.note in (".", ".."):
-            raise ConfigError(f"must be a plain folder name (got {self.note!r})", key="note")
+        check_run_fields(self.note, self.threads)
         if self.epochs < 1:
             raise ConfigError(f"must be at least 1 (got {self.epochs})", key="epochs")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"must be at least 1 (got {self.threads})", key="threads")
         if self.eval_batches < 1:
             raise ConfigError(f"must be at least 1 (got {self.eval_batches})", key="eval_batches")
         if self.stop_after_epochs is not None and self.stop_after_epochs < 1:

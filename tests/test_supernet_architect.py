@@ -11,13 +11,7 @@ from supernet.architect import (Architect, batch_loss, first_order_alpha_gradien
                                 second_order_alpha_gradients)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not fight other jobs for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_network(shared: bool, weighting: str) -> SearchNetwork:

@@ -15,12 +15,7 @@ ENV = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), ba
 OPS = ("max_pool_3x3", "skip_connect", "avg_pool_3x3", "none")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trained_one_path_network():
