@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -231,6 +232,25 @@ def broadcast_tensor(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if _group_size() > 1:
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def broadcast_tensors(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
+    """Overwrite every tensor of ``tensors`` with rank ``src``'s values, in place, in one broadcast per
+    dtype (a network's hundreds of small parameters and buffers would otherwise cost one collective each).
+    All ranks must pass tensors of the same shapes and dtypes in the same order."""
+    if _group_size() == 1:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for tensor in tensors:
+        by_dtype.setdefault(tensor.dtype, []).append(tensor)
+    for group in by_dtype.values():
+        flat = torch.cat([tensor.detach().reshape(-1) for tensor in group])
+        dist.broadcast(flat, src=src)
+        offset = 0
+        with torch.no_grad():
+            for tensor in group:
+                tensor.copy_(flat[offset:offset + tensor.numel()].view_as(tensor))
+                offset += tensor.numel()
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

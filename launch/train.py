@@ -160,7 +160,8 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_bat
              criterion: Criterion | None = None, desc: str = "eval", sync: bool = True) -> dict:
     """Loss and top-1/top-5 accuracy (percent) over ``batches``, summed over all ranks.
 
-    Returns ``{"loss", "top1", "top5", "count"}`` where count is the number of samples of all ranks;
+    Returns ``{"loss", "top1", "top5", "count", "correct"}`` where count is the number of samples of all
+    ranks and correct the number of top-1 hits (top1 = 100 * correct / count);
     with a distributed job every rank must call it (one all_reduce of [loss sum, correct@1, correct@5, n]).
     ``sync=False`` scores this rank's batches alone and runs no collective (per-rank candidates).
     Runs the unwrapped model (no DDP collectives) in eval mode and restores its previous mode afterwards.
@@ -194,10 +195,11 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_bat
     sums = sums.cpu()
     count = sums[3].item()
     if not count:
-        return {"loss": math.nan, "top1": math.nan, "top5": math.nan, "count": 0}
+        return {"loss": math.nan, "top1": math.nan, "top5": math.nan, "count": 0, "correct": 0}
     return {
         "loss": sums[0].item() / count,
         "top1": 100.0 * sums[1].item() / count,
         "top5": 100.0 * sums[2].item() / count,
         "count": int(count),
+        "correct": int(sums[1].item()),
     }

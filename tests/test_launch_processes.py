@@ -73,6 +73,9 @@ def test_two_process_torchrun_gathers_and_trains_under_ddp(two_process_run):
     assert report["ragged"] == [[0], [0, 1]]  # rank r contributed arange(r + 1)
     assert report["mean_of_ranks"] == pytest.approx(0.5)
     assert report["broadcast_from_0"] == [5.0, 5.0]
+    # broadcast_tensors: three tensors of two dtypes, rank 1's values everywhere, dtypes kept
+    assert report["several_from_1"] == [[1.0] * 6 + [8.0, 1.5]] * 2
+    assert report["several_dtypes"] == ["torch.float32", "torch.int64", "torch.float32"]
     assert report["weights_equal_on_all_ranks"]  # DDP kept the replicas identical
     assert report["eval_count"] == 64  # each rank evaluated half; counts summed across ranks
     assert report["local_eval_counts"] == [32, 32]  # sync=False: each rank's own half, no collective

@@ -29,7 +29,7 @@ import torch
 from launch.checkpoint import CheckpointManager, load_model_state, model_state
 from launch.config import ConfigError, add_override_argument, load_config
 from launch.distributed import (all_gather_cat, all_gather_tensor, all_reduce_mean, broadcast_tensor,
-                                init_distributed, shutdown_distributed, wrap_ddp)
+                                broadcast_tensors, init_distributed, shutdown_distributed, wrap_ddp)
 from launch.errors import cli_entry
 from launch.rundir import MetricsLogger, get_logger, prepare_run_dir
 from launch.schedules import build_scheduler
@@ -112,6 +112,8 @@ def collective_report(env, network: torch.nn.Module, features, labels) -> dict:
     flat_weights = torch.nn.utils.parameters_to_vector(network.parameters()).detach()
     mean_of_ranks = all_reduce_mean(torch.tensor([float(env.rank)]))
     broadcast = broadcast_tensor(torch.tensor([float(env.rank) + 5.0]), src=0)
+    several = [torch.full((2, 3), float(env.rank)), torch.tensor([env.rank + 7]), torch.tensor(env.rank + 0.5)]
+    broadcast_tensors(several, src=1)
     shard = slice(env.rank, None, env.world_size)
     evaluation = evaluate(network, [(features[shard], labels[shard])], env=env)
     local_evaluation = evaluate(network, [(features[shard], labels[shard])], env=env, sync=False)
@@ -122,6 +124,9 @@ def collective_report(env, network: torch.nn.Module, features, labels) -> dict:
                                           for other in all_gather_tensor(flat_weights)),
         "mean_of_ranks": mean_of_ranks.item(),
         "broadcast_from_0": all_gather_cat(broadcast).tolist(),
+        "several_from_1": [piece.tolist() for piece in
+                           all_gather_tensor(torch.cat([t.reshape(-1).double() for t in several]))],
+        "several_dtypes": [str(t.dtype) for t in several],
         "eval_count": evaluation["count"],
         "local_eval_counts": all_gather_cat(torch.tensor([local_evaluation["count"]])).tolist(),
         "eval_top1": evaluation["top1"],
