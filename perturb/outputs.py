@@ -7,7 +7,8 @@
       cells/step_<step>.png        the cell after each decision of stages B-D (all candidate ops shown)
       cells/final.png              the final genotype (space.visualize.draw_genotype)
       genotype.json                the searched cell (normal = reduce)
-      summary.json                 wall time, world size, device-hours = wall * W / 3600, the genotype
+      summary.json                 wall time (per stage; rank 0's training and perturb-val seconds per stage),
+                                   world size, device-hours = wall * W / 3600, the genotype
       config.yaml, log.txt, metrics.jsonl, tensorboard/   (launch.rundir)
 
 Only rank 0 writes files (checkpoint saving is collective). Pictures are skipped, with one warning, when
@@ -15,6 +16,7 @@ graphviz is not installed.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -101,6 +103,7 @@ class SearchRecorder:
                               "use another --note or --set resume=false")
         self._elapsed_before = state.elapsed_s
         self.runtime.epochs_logged = state.epochs_logged
+        self.runtime.phase_seconds = copy.deepcopy(state.phase_seconds)
         trained = None
         if saved.get("trained") is not None:
             stage_cfg = self.runtime.cfg.search.stage_c
@@ -113,6 +116,7 @@ class SearchRecorder:
                     optimizer: torch.optim.Optimizer | None, caption: str | None) -> None:
         state.elapsed_s = self._elapsed_before + (time.time() - self._segment_start)
         state.epochs_logged = self.runtime.epochs_logged
+        state.phase_seconds = copy.deepcopy(self.runtime.phase_seconds)
         trained = SearchRuntime.pack(network, optimizer) if network is not None else None
         self.manager.save(state.step, {"search": state.to_dict(), "trained": trained})
         if not self.env.is_main:
@@ -163,6 +167,8 @@ class SearchRecorder:
             "device_hours": wall * self.env.world_size / 3600.0,
             "decisions": state.step,
             "stage_seconds": {stage: round(t, 3) for stage, t in state.stage_seconds.items()},
+            "phase_seconds": {stage: {phase: round(t, 3) for phase, t in phases.items()}
+                              for stage, phases in self.runtime.phase_seconds.items()},
             "config": config_to_dict(self.config),
         })
         self.log.info("genotype: %s", genotype)

@@ -11,10 +11,19 @@ c_1..c_n (an op on an edge, or a whole edge) and a fine-tuning budget of K steps
 ``acc`` is top-1 on a fixed set of search-val batches (held-out TRAINING data, never the test split).
 A more negative s_i means the network needs c_i more: c_i is more important.
 
-Every task (the reference, then each candidate) starts with ``snapshot.restore()``, which also resets the
+Every task (the reference and each candidate) starts with ``snapshot.restore()``, which also resets the
 RNG, and the network is restored once more at the end, so perturb-val leaves it exactly as it found it.
-With ``shard=True`` task t runs on rank ``t % world_size``; the accuracies are all-gathered as tensors, so
-every rank returns the same scores and takes the same decision.
+
+Sharding (``shard=True`` in a distributed job of W ranks): candidate i (1-based) runs on rank
+``(i - 1) % W``. The reference, when it is a plain measurement (no baseline fine-tuning) and a
+``measure_part`` is given, is split by search-val batches over the ranks that run fewer candidates (all
+ranks when W divides n): a_ref costs only an evaluation, never more than a candidate's fine-tuning plus
+the same evaluation, so this never lengthens the slowest rank's work (for n = 3 on 2 ranks: rank 0 runs
+c_1, c_3; rank 1 runs c_2 and the whole reference). Each rank runs its candidates first and its part of
+the reference last, so no rank waits for another before the one gather at the end; the correct counts
+are summed, so a_ref is exactly the one-rank value. Otherwise (baseline fine-tuning, or no
+``measure_part``) the reference is task 0 of a round robin over tasks 0..n. Accuracies are all-gathered
+as tensors, so every rank returns the same scores and takes the same decision.
 """
 from __future__ import annotations
 
@@ -25,7 +34,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from launch.distributed import DistEnv, all_gather_tensor, unwrap_model
+from launch.distributed import DistEnv, all_gather_tensor, all_reduce_sum, unwrap_model
 from perturb.snapshot import Snapshot, state_digest
 
 
@@ -64,16 +73,43 @@ class PerturbResult:
 
 FineTune = Callable[[nn.Module, int], None]
 Measure = Callable[[nn.Module], float]
+# measure_part(network, part, parts) -> (correct, count): top-1 hits and samples on batches j with
+# j % parts == part of the same search-val batches as ``measure``, which must equal 100 * correct / count
+MeasurePart = Callable[[nn.Module, int, int], tuple[int, int]]
 
 
-def shard_of(task: int, env: DistEnv, shard: bool) -> bool:
-    """Does this rank run task ``task``? (task t on rank t % world_size when sharding, else every task)."""
-    return not shard or task % env.world_size == env.rank
+@dataclass(frozen=True)
+class TaskPlan:
+    """Which rank runs what in one sharded perturb-val of n candidates on W ranks (module docstring).
+
+    owners[t]: the rank that runs task t (0: the reference, i: candidate i); for a split reference, the
+    first of ``reference_ranks`` (it reports the reference's start digest). reference_ranks: the ranks that
+    each measure a part of the reference (empty: the reference is an ordinary task).
+    """
+
+    owners: tuple[int, ...]
+    reference_ranks: tuple[int, ...]
+
+    @classmethod
+    def make(cls, n_candidates: int, world_size: int, split_reference: bool) -> "TaskPlan":
+        if not split_reference:
+            return cls(tuple(t % world_size for t in range(n_candidates + 1)), ())
+        extra = n_candidates % world_size  # ranks 0..extra-1 run one candidate more than the others
+        light = tuple(range(extra, world_size)) if extra else tuple(range(world_size))
+        return cls((light[0],) + tuple((i - 1) % world_size for i in range(1, n_candidates + 1)), light)
+
+    def order(self, rank: int) -> list[int]:
+        """The tasks ``rank`` runs, in order: its candidates, then the reference (first when it is a task)."""
+        mine = [t for t, owner in enumerate(self.owners) if owner == rank]
+        if self.reference_ranks:
+            mine = [t for t in mine if t != 0] + ([0] if rank in self.reference_ranks else [])
+        return mine
 
 
 def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot: Snapshot,
                 finetune: FineTune, measure: Measure, steps: int, env: DistEnv, shard: bool = True,
                 baseline: bool = False, record_digests: bool = False,
+                measure_part: MeasurePart | None = None,
                 on_task: Callable[[int, str], None] | None = None) -> PerturbResult:
     """Score ``candidates`` on ``network`` (module docstring). Collective when ``shard`` and distributed.
 
@@ -87,23 +123,33 @@ def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot
         shard: spread the tasks over ranks (stages B-D); False: run every task here (stage A members).
         baseline: fine-tune the reference K steps too, so removal is the only difference.
         record_digests: hash the weights at every task's start (tests; costs a pass over the weights).
+        measure_part: ``measure`` in parts (see :data:`MeasurePart`); lets ranks split the reference.
         on_task: ``on_task(task index, label)`` before each local task (progress bars).
     """
     module = unwrap_model(network)
     tasks: list[Candidate | None] = [None, *candidates]  # None: the reference, nothing removed
     accuracies = torch.full((len(tasks),), math.nan, dtype=torch.float64)
     digests = torch.zeros((len(tasks), 32), dtype=torch.uint8)
+    reference_counts = torch.zeros(2, dtype=torch.float64)  # correct, count of a split reference
     was_training = module.training
+    sharded = shard and env.is_distributed
+    plan = None
+    if sharded:
+        split = measure_part is not None and not (baseline and steps > 0)
+        plan = TaskPlan.make(len(candidates), env.world_size, split)
     try:
-        for index, task in enumerate(tasks):
-            if not shard_of(index, env, shard):
-                continue
+        for index in plan.order(env.rank) if plan is not None else range(len(tasks)):
+            task = tasks[index]
             snapshot.restore()
             if record_digests:
                 digests[index] = torch.tensor(list(bytes.fromhex(state_digest(module))), dtype=torch.uint8)
             if on_task is not None:
                 on_task(index, "reference" if task is None else task.label)
-            if task is None:
+            if task is None and plan is not None and plan.reference_ranks:
+                ranks = plan.reference_ranks
+                reference_counts += torch.tensor(measure_part(module, ranks.index(env.rank), len(ranks)),
+                                                 dtype=torch.float64)
+            elif task is None:
                 if baseline and steps > 0:
                     finetune(module, steps)
                 accuracies[index] = float(measure(module))
@@ -115,9 +161,12 @@ def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot
     finally:
         snapshot.restore()
         module.train(was_training)
-    if shard and env.is_distributed:
-        accuracies = _gather_owned(accuracies, env)
-        digests = _gather_owned(digests, env)
+    if plan is not None:
+        accuracies = _gather_owned(accuracies, plan.owners, env)
+        digests = _gather_owned(digests, plan.owners, env)
+        if plan.reference_ranks:
+            correct, count = all_reduce_sum(reference_counts.to(env.device)).tolist()
+            accuracies[0] = 100.0 * correct / count if count else math.nan  # evaluate()'s formula
     reference = float(accuracies[0])
     scores = [float(a) - reference for a in accuracies[1:].tolist()]
     return PerturbResult(reference=reference, accuracies=[float(a) for a in accuracies[1:].tolist()],
@@ -125,10 +174,10 @@ def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot
                          start_digests=[bytes(row.tolist()).hex() for row in digests] if record_digests else [])
 
 
-def _gather_owned(local: torch.Tensor, env: DistEnv) -> torch.Tensor:
-    """Row t of the result is row t of rank (t % world)'s ``local`` (each rank filled its own rows)."""
+def _gather_owned(local: torch.Tensor, owners: Sequence[int], env: DistEnv) -> torch.Tensor:
+    """Row t of the result is row t of rank ``owners[t]``'s ``local`` (each rank filled its own rows)."""
     pieces = all_gather_tensor(local.to(env.device))
     merged = local.clone()
-    for task in range(local.shape[0]):
-        merged[task] = pieces[task % env.world_size][task].to(merged.device)
+    for task, owner in enumerate(owners):
+        merged[task] = pieces[owner][task].to(merged.device)
     return merged

@@ -49,7 +49,8 @@ class SearchState:
     cell: the current cell during B-D (14 lists of op names); c_done / d_done: decisions made in C / D;
     decisions: one record per decision; units: stage-A details per "m,e" (reference accuracy,
     accuracies, weight digests); elapsed_s: wall time of the run so far (across restarts);
-    stage_seconds: wall time per stage (a stage interrupted by a restart counts from its resumption).
+    stage_seconds: wall time per stage (a stage interrupted by a restart counts from its resumption);
+    phase_seconds: rank 0's seconds per stage in training ("train") and perturb-val ("score").
     """
 
     stage: str = "A"
@@ -64,6 +65,7 @@ class SearchState:
     elapsed_s: float = 0.0
     epochs_logged: int = 0
     stage_seconds: dict = field(default_factory=dict)
+    phase_seconds: dict = field(default_factory=dict)
 
     @classmethod
     def fresh(cls, npop: int, n_ops: int) -> "SearchState":

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from launch.distributed import DistEnv
-from perturb.scoring import Candidate, perturb_val, shard_of
+from perturb.scoring import Candidate, perturb_val
 from perturb.snapshot import Snapshot, state_digest
 from space.ops import SEARCH_OPS
 from space.search_network import SearchNetwork
@@ -66,9 +66,3 @@ def test_without_baseline_the_reference_is_not_fine_tuned():
     assert calls == [3]  # only the candidate
     assert result.scores == [0.0]
 
-
-def test_tasks_are_sharded_round_robin():
-    envs = [DistEnv(rank=r, world_size=2, local_rank=r, device=torch.device("cpu"), backend="gloo") for r in range(2)]
-    owned = [[t for t in range(5) if shard_of(t, env, shard=True)] for env in envs]
-    assert owned == [[0, 2, 4], [1, 3]]
-    assert [t for t in range(5) if shard_of(t, envs[1], shard=False)] == list(range(5))

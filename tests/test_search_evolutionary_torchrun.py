@@ -81,6 +81,11 @@ def test_two_ranks_npop2_gives_a_valid_genotype_and_equal_candidate_starts(unbro
         assert digests and all(len(d) == 64 for d in digests) and len(set(digests)) == 1
     summary = json.loads((unbroken_run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["device_hours"] > 0
+    # rank 0's time per stage split into training and perturb-val: both positive where the stage has them
+    phases = summary["phase_seconds"]
+    assert all(phases[stage]["train"] > 0 for stage in "ABCD") and phases["B"]["score"] == 0.0
+    assert all(phases[stage]["score"] > 0 for stage in "ACD")
+    assert all(phases[s]["train"] + phases[s]["score"] <= summary["stage_seconds"][s] for s in "BCD")
     assert (unbroken_run / "tensorboard").is_dir() and list((unbroken_run / "checkpoints").glob("ckpt_*.pt"))
 
 
