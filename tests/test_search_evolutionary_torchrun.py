@@ -2,7 +2,8 @@
 
 One unbroken 2-rank run is the reference: a second run of the same seed whose rank 1 is SIGKILLed mid
 stage A (torchrun --max-restarts=1) must resume and end with the same genotype; npop=4 on 2 ranks must
-complete; every perturb-val task must have started from identical weights (weight digests, all ranks).
+complete; every perturb-val task must have started from identical weights (weight digests, all ranks);
+with weight inheritance one network, built in stage B, must carry every later decision as masks.
 """
 import json
 import os
@@ -11,7 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from launch.checkpoint import CheckpointManager
+from launch.distributed import DistEnv
 from space.genotype import Genotype
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,3 +113,24 @@ def test_npop4_on_two_ranks_runs_two_rounds(tiny_config, tmp_path):
     assert sorted(scores["members"]) == ["0", "1", "2", "3"]
     rows = [scores["members"][m][e] for m in "0123" for e in range(14)]
     assert all(all(value is not None for value in row) for row in rows)
+
+
+def test_weight_inheritance_continues_one_network_through_stages_c_and_d(tiny_config, tmp_path):
+    run = torchrun(tiny_config, tmp_path, "inherit", "search.weight_inheritance=true", "search.baseline=true",
+                   "search.stage_c.inherit_epochs=1", "search.stage_d.inherit_epochs=1")
+    Genotype.from_json(run / "genotype.json")
+    scores = json.loads((run / "scores.json").read_text())
+    for digests in all_start_digests(scores):  # baseline + candidates: still all from one snapshot
+        assert len(set(digests)) == 1
+    # The checkpoint before the last decision (after node 4) holds the trained network: built once in stage B
+    # (its construction cell is B's), every decision since applied as masks on it.
+    manager = CheckpointManager(run, DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"),
+                                             backend=None))
+    (_, newest), (_, before) = manager.list_checkpoints()[:2]
+    saved = manager.load(before, restore_rng=False)
+    trained, cell = saved["trained"], saved["search"]["cell"]
+    assert trained["cell"] == scores["decisions"][0]["cell"]  # stage B's cell: no fresh network since
+    active = [[op for op, on in zip(ops, mask) if on and op != "none"]
+              for ops, mask in zip(trained["cell"], trained["masks"]["0"])]
+    assert active == [[op for op in ops if op != "none"] for ops in cell]
+    assert sum(1 for ops in active if ops) == 14 - 3  # nodes 3 (3 inputs) and 4 (4 inputs) keep 2 each
