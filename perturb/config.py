@@ -88,7 +88,8 @@ class SearchConfig:
     npop: population size (members 0..npop-1; rank r trains members r, r+W, ...).
     ops: the candidate ops of stage A (the score matrix has one column per op, in this order).
     top_k: ops kept per edge in stage B (plus none). edge_order: stage C's edge visiting order.
-    node_order: stage D's node order (the reference draws it at random; here it is fixed).
+    node_order: stage D's node order; shuffle_nodes: visit them in a permutation of node_order drawn
+    from the seed (the reference draws the order at random, unseeded).
     finetune_steps: base K (see the module docstring). val_batches: search-val batches per accuracy
     (0 = the whole search-val split). baseline: fine-tune the no-removal reference equally.
     weight_inheritance: retrain after a C/D decision from the current weights (stage.inherit_epochs)
@@ -101,6 +102,7 @@ class SearchConfig:
     top_k: int = 2
     edge_order: list[int] = field(default_factory=lambda: list(REFERENCE_EDGE_ORDER))
     node_order: list[int] = field(default_factory=lambda: [3, 4, 5])
+    shuffle_nodes: bool = False
     finetune_steps: int = 50
     val_batches: int = 40
     baseline: bool = False

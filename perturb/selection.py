@@ -47,6 +47,15 @@ def random_cell(seed: int, member: int, ops: Sequence[str] = PRIMITIVES) -> Edge
     return tuple((generator.choice(list(ops)),) for _ in range(NUM_EDGES))
 
 
+def node_visit_order(node_order: Sequence[int], seed: int, shuffle: bool) -> list[int]:
+    """Stage D's order of the nodes: ``node_order`` as given, or (``shuffle``) a permutation of it drawn
+    from the seed alone, the same on every rank and after a restart (the reference draws it at random)."""
+    order = list(node_order)
+    if shuffle:
+        random.Random(f"pertnas-nodes/{seed}").shuffle(order)
+    return order
+
+
 def expand_edge(cell: EdgeCandidates, edge: int, ops: Sequence[str] = SEARCH_OPS) -> EdgeCandidates:
     """``cell`` with edge ``edge`` holding every op of ``ops`` (stage A)."""
     return tuple(tuple(ops) if e == edge else cell[e] for e in range(NUM_EDGES))

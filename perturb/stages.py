@@ -8,7 +8,7 @@ A. Population: member m starts from a random discrete cell (one op per edge, see
 B. Keep the top_k most important ops per edge of S (plus ``none``); train one network with DDP on all ranks.
 C. For each edge in ``edge_order``: perturb-val its ops (candidates sharded over ranks), keep the most
    important, retrain (fresh network, or the current one with weight inheritance).
-D. For each node in ``node_order``: perturb-val the removal of each incoming edge, keep the 2 most
+D. For each node in ``node_order`` (or a seeded permutation of it): perturb-val the removal of each incoming edge, keep the 2 most
    important edges; retrain between nodes.
 
 Every decision of B-D (and the end of A) increments ``state.step`` and calls ``on_decision``
@@ -33,7 +33,7 @@ from launch.errors import UserInputError
 from perturb.runtime import SearchRuntime
 from perturb.scoring import Candidate, PerturbResult
 from perturb.selection import (coarse_select, expand_edge, genotype_from_cell, keep_edges, keep_op, most_important,
-                               random_cell, real_ops, select_node_edges)
+                               node_visit_order, random_cell, real_ops, select_node_edges)
 from space.genotype import Genotype
 from space.ops import NONE_OP
 from space.search_network import NUM_EDGES, EdgeCandidates, SearchNetwork, node_edges
@@ -238,8 +238,9 @@ def stage_c(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
 def stage_d(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision, network: SearchNetwork,
             optimizer: torch.optim.Optimizer) -> None:
     search = runtime.cfg.search
-    for position in range(state.d_done, len(search.node_order)):
-        node = search.node_order[position]
+    order = node_visit_order(search.node_order, runtime.cfg.seed, search.shuffle_nodes)
+    for position in range(state.d_done, len(order)):
+        node = order[position]
         edges = [e for e in node_edges(node) if real_ops(state.cell[e])]
         key, tag = f"D/n{node}", f"D node {node}"
         result = runtime.score(network, optimizer, [Candidate(e) for e in edges], search.stage_d, key=key,
@@ -249,7 +250,7 @@ def stage_d(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
         state.decisions.append({"stage": "D", "node": node, "edges": edges, "reference": result.reference,
                                 "accuracies": result.accuracies, "scores": result.scores, "kept": kept,
                                 "start_digests": result.start_digests})
-        last = position == len(search.node_order) - 1
+        last = position == len(order) - 1
         if not last:
             if search.weight_inheritance:
                 for e in edges:

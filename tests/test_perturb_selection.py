@@ -4,7 +4,7 @@ import math
 import pytest
 
 from perturb.selection import (coarse_select, expand_edge, genotype_from_cell, importance_order, keep_edges,
-                               keep_op, most_important, random_cell, select_node_edges, top_k)
+                               keep_op, most_important, node_visit_order, random_cell, select_node_edges, top_k)
 from space.genotype import Genotype
 from space.ops import PRIMITIVES, SEARCH_OPS
 from space.search_network import node_edges
@@ -54,3 +54,11 @@ def test_random_cells_depend_on_seed_and_member_only():
     assert all(len(ops) == 1 and ops[0] in PRIMITIVES for ops in random_cell(2, 5))
     expanded = expand_edge(random_cell(2, 0), 4)
     assert expanded[4] == SEARCH_OPS and expanded[3] == random_cell(2, 0)[3]
+
+
+def test_node_visit_order_is_the_given_order_or_a_seeded_permutation():
+    assert node_visit_order([5, 3, 4], seed=1, shuffle=False) == [5, 3, 4]
+    orders = {seed: node_visit_order([3, 4, 5], seed=seed, shuffle=True) for seed in range(20)}
+    assert all(sorted(order) == [3, 4, 5] for order in orders.values())
+    assert all(node_visit_order([3, 4, 5], seed=seed, shuffle=True) == order for seed, order in orders.items())
+    assert len({tuple(order) for order in orders.values()}) > 2  # the seed decides: several orders occur

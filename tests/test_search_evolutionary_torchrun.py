@@ -16,6 +16,7 @@ import torch
 
 from launch.checkpoint import CheckpointManager
 from launch.distributed import DistEnv
+from perturb.selection import node_visit_order
 from space.genotype import Genotype
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,9 +108,12 @@ def test_rank_killed_mid_stage_a_resumes_to_the_same_genotype(unbroken_run, tiny
 
 def test_npop4_on_two_ranks_runs_two_rounds(tiny_config, tmp_path):
     run = torchrun(tiny_config, tmp_path, "npop4", "search.npop=4", "search.record_digests=false",
-                   "search.stage_b.epochs=0", "search.stage_c.epochs=0", "search.stage_d.epochs=0")
+                   "search.stage_b.epochs=0", "search.stage_c.epochs=0", "search.stage_d.epochs=0",
+                   "search.shuffle_nodes=true")
     Genotype.from_json(run / "genotype.json")
     scores = json.loads((run / "scores.json").read_text())
+    visited = [d["node"] for d in scores["decisions"] if d["stage"] == "D"]
+    assert visited == node_visit_order([3, 4, 5], seed=5, shuffle=True)  # the seeded order, on both ranks
     assert sorted(scores["members"]) == ["0", "1", "2", "3"]
     rows = [scores["members"][m][e] for m in "0123" for e in range(14)]
     assert all(all(value is not None for value in row) for row in rows)
