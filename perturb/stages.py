@@ -8,8 +8,8 @@ A. Population: member m starts from a random discrete cell (one op per edge, see
 B. Keep the top_k most important ops per edge of S (plus ``none``); train one network with DDP on all ranks.
 C. For each edge in ``edge_order``: perturb-val its ops (candidates sharded over ranks), keep the most
    important, retrain (fresh network, or the current one with weight inheritance).
-D. For each node in ``node_order`` (or a seeded permutation of it): perturb-val the removal of each incoming edge, keep the 2 most
-   important edges; retrain between nodes.
+D. For each node in ``node_order`` (or a seeded permutation of it): perturb-val the removal of each
+   incoming edge, keep the 2 most important edges; retrain between nodes.
 
 Every decision of B-D (and the end of A) increments ``state.step`` and calls ``on_decision``
 (checkpoint, scores.json, picture).
