@@ -1,4 +1,4 @@
-"""Batched augmentation and normalisation in torch, on whatever device the batch lives (in-memory loader).
+"""Batched augmentation and normalisation in torch, on whatever device the batch lives (both loaders).
 
 Same operations, same semantics as the FFCV pipeline (data.ffcv_loader): on uint8 images, flip with
 p = 0.5, translate by up to ``padding`` pixels with black fill (= pad and random crop), cutout of a

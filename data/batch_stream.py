@@ -55,8 +55,8 @@ class BatchStream:
         """Go back (or forward) to a position from :meth:`state`.
 
         The epoch's iteration is restarted and its first ``batch_in_epoch`` batches are read and dropped, so
-        the next batch is the same sample indices as before; the in-memory loader also repeats its
-        augmentation draws, the FFCV loader draws afresh (its numba generators are not seedable).
+        the next batch is the same samples with the same augmentation draws as before (both loaders seed
+        them per epoch).
         """
         epoch, skip = int(state["epoch"]), int(state["batch_in_epoch"])
         if not 0 <= skip <= len(self.loader):

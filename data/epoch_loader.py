@@ -1,10 +1,16 @@
-"""What every loader shares: a :class:`data.splits.ShardPlan`, batching, epochs, and the output contract.
+"""What every loader shares: a :class:`data.splits.ShardPlan`, batching, epochs, augmentation and the output contract.
 
 A loader yields ``(images, labels)`` on its device: images float32 (N, C, H, W), normalised, channels_last
 on CUDA; labels int64 (N,). ``len(loader)`` is the number of batches per epoch on this rank;
 ``set_epoch(e)`` fixes the order of the next iteration (after which the epoch counter moves on by one,
 so plain repeated ``for`` loops walk through epochs 0, 1, 2, ...). Every yielded tensor is the caller's
 own (never a view into a buffer the loader reuses).
+
+Both loaders (in-memory and FFCV) only fetch uint8 (N, C, H, W) batches of the epoch's samples on the
+device; :meth:`EpochLoader.finish_batch` then applies the same seeded torch augmentation
+(:mod:`data.augment`: flip, translate, cutout, in that order) and the same normalisation table. The
+augmentation draws come from one torch.Generator per epoch seeded by (seed, loader stream, rank, epoch),
+so both backends give bit-identical batches, and a rerun (or another process of the same rank) repeats them.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from data import augment
 from data.info import DatasetInfo
 from data.splits import ShardPlan
 
@@ -44,6 +51,8 @@ class EpochLoader:
         self.augmentation = augmentation
         self.device = torch.device(device)
         self.channels_last = self.device.type == "cuda"
+        self.table = torch.from_numpy(augment.normalisation_table(info.mean, info.std)).to(self.device)
+        self.fill = torch.tensor([int(round(m)) for m in info.mean], dtype=torch.uint8, device=self.device)
         self._next_epoch = 0
 
     def __len__(self) -> int:
@@ -76,3 +85,27 @@ class EpochLoader:
         """A seed for this loader's random augmentation draws in ``epoch``, from (seed, stream, rank, epoch)."""
         words = np.random.SeedSequence([self.plan.seed, self.plan.stream, self.plan.rank, epoch]).generate_state(2)
         return int(words[0]) << 31 ^ int(words[1])
+
+    def augmentation_generator(self, epoch: int) -> torch.Generator:
+        """The torch.Generator (on the loader's device) that draws ``epoch``'s augmentation, batch after batch."""
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self._augmentation_seed(epoch))
+        return generator
+
+    def finish_batch(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """uint8 (N, C, H, W) on the device, any memory layout -> the loader's float32 output batch.
+
+        Augments (when active) with ``generator``'s next draws, normalises through the lookup table
+        (which also copies: the result never aliases ``images``), then lays it out channels_last on CUDA.
+        """
+        settings = self.augmentation
+        if settings.flip:
+            images = augment.random_flip(images, generator)
+        if settings.translate > 0:
+            images = augment.random_translate(images, settings.translate, generator)
+        if settings.cutout > 0:
+            images = augment.random_cutout(images, settings.cutout, self.fill, generator)
+        images = augment.normalise(images, self.table)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images

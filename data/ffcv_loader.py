@@ -1,21 +1,24 @@
-"""The FFCV loader: a .beton read by ffcv.loader.Loader, with FFCV's own JIT-compiled augmentations.
+"""The FFCV loader: a .beton read and decoded by ffcv.loader.Loader, augmented by the project's seeded torch ops.
 
-Pipeline (image field): decoder -> [RandomHorizontalFlip] -> [RandomTranslate(padding)]
--> [Cutout(size, fill = mean colour)] -> CPU: normalise -> ToTensor -> ToTorchImage;
-CUDA: ToTensor -> ToDevice -> ToTorchImage(channels_last), then the normalisation lookup in torch on the GPU
-(FFCV's GPU NormalizeImage needs cupy, which we do not require; the table is the same, so are the values).
-RGB files (RGBImageField): SimpleRGBImageDecoder and FFCV's NormalizeImage. Grey files (NDArrayField
-(H, W, 1), see data.beton): NDArrayDecoder and our numba-compiled NormalizeChannels (FFCV's is 3-channel
-only), so every step moves one channel. Older grey files stored as 3 equal RGB channels still load: the
-channels the model does not take are dropped in the final copy.
+Pipeline (image field): decoder -> ToTensor -> [ToDevice on CUDA] -> ToTorchImage: FFCV decodes uint8
+batches in its worker threads (and, on CUDA, copies them to the GPU: uint8 is a quarter of float32's
+bytes). Then :meth:`data.epoch_loader.EpochLoader.finish_batch` (the in-memory loader's own code) flips,
+translates and cuts out with a torch.Generator seeded by (seed, loader, rank, epoch) and normalises
+through the same table, on the batch's device. FFCV's own augmentations are not used: they draw from
+numba's per-thread generators, which cannot be seeded, so ranks and reruns would see different batches.
+Here the batches are bit-identical to the in-memory loader's and repeat exactly on a rerun.
+
+RGB files (RGBImageField) decode with SimpleRGBImageDecoder; grey files (NDArrayField (H, W, 1), see
+data.beton) with NDArrayDecoder, so every step moves one channel. Older grey files stored as 3 equal RGB
+channels still load: the channels the model does not take are dropped before augmentation.
 
 Orders come from our :class:`data.splits.ShardPlan` through a custom FFCV TraversalOrder (FFCV's own
-distributed mode pads shards with repeated samples; ours are disjoint). FFCV's augmentation draws use
-numba's per-thread generators, which cannot be seeded from here: orders are reproducible, augmentation
-draws are not (use backend 'memory' for bit-identical CPU reruns).
+distributed mode pads shards with repeated samples; ours are disjoint).
 """
 from __future__ import annotations
 
+import queue
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -26,13 +29,10 @@ from ffcv.fields.ndarray import NDArrayDecoder
 from ffcv.fields.rgb_image import SimpleRGBImageDecoder
 from ffcv.loader import Loader
 from ffcv.traversal_order.base import TraversalOrder
-from ffcv.transforms import (Cutout, NormalizeImage, RandomHorizontalFlip, RandomTranslate, ToDevice, ToTensor,
-                             ToTorchImage)
+from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
-from data import augment
 from data.beton import NDARRAY_FIELD, stored_image_layout
 from data.epoch_loader import Augmentation, EpochLoader
-from data.ffcv_ops import NormalizeChannels
 from data.info import DatasetInfo
 from data.splits import ShardPlan
 
@@ -65,12 +65,8 @@ class FfcvLoader(EpochLoader):
                  batches_ahead: int = 3):
         super().__init__(plan, info, batch_size=batch_size, drop_last=drop_last, augmentation=augmentation,
                          device=device)
-        field_kind, stored_shape = stored_image_layout(beton)
+        field_kind, _ = stored_image_layout(beton)
         self.grey_array = field_kind == NDARRAY_FIELD
-        stored = stored_shape[-1] if self.grey_array else 3
-        self.stored_mean = np.resize(np.asarray(info.mean, dtype=np.float64), stored)
-        self.stored_std = np.resize(np.asarray(info.std, dtype=np.float64), stored)
-        self.table = torch.from_numpy(augment.normalisation_table(info.mean, info.std)).to(self.device)
         self._order = _PlannedOrder(self.epoch_indices(0))
         self._loader = Loader(
             str(beton), batch_size=batch_size, num_workers=num_workers, os_cache=os_cache, order=self._order,
@@ -78,22 +74,11 @@ class FfcvLoader(EpochLoader):
             pipelines={"image": self._image_pipeline(), "label": self._label_pipeline()})
 
     def _image_pipeline(self) -> list:
-        settings = self.augmentation
-        stored = len(self.stored_mean)
-        steps = [NDArrayDecoder() if self.grey_array else SimpleRGBImageDecoder()]
-        if settings.flip:
-            steps.append(RandomHorizontalFlip())
-        if settings.translate > 0:
-            steps.append(RandomTranslate(padding=settings.translate, fill=(0,) * stored))
-        if settings.cutout > 0:
-            steps.append(Cutout(settings.cutout, tuple(int(round(m)) for m in self.stored_mean)))
-        if self.device.type == "cpu":
-            normalise = (NormalizeChannels(tuple(self.stored_mean), tuple(self.stored_std)) if self.grey_array
-                         else NormalizeImage(self.stored_mean, self.stored_std, np.float32))
-            steps += [normalise, ToTensor(), ToTorchImage(channels_last=True)]
-        else:
-            steps += [ToTensor(), ToDevice(self.device, non_blocking=True), ToTorchImage(channels_last=True)]
-        return steps
+        """Decode to uint8 (N, H, W, stored C), to torch (and the GPU), viewed as (N, stored C, H, W)."""
+        steps = [NDArrayDecoder() if self.grey_array else SimpleRGBImageDecoder(), ToTensor()]
+        if self.device.type != "cpu":
+            steps.append(ToDevice(self.device, non_blocking=True))
+        return steps + [ToTorchImage(channels_last=True)]
 
     def _label_pipeline(self) -> list:
         steps = [IntDecoder(), ToTensor()]
@@ -103,28 +88,32 @@ class FfcvLoader(EpochLoader):
 
     def _iterate(self, order: np.ndarray, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self._order.current = order
+        generator = self.augmentation_generator(epoch)
         epoch_iterator = iter(self._loader)
         try:
             for images, labels in epoch_iterator:
-                yield self._finish(images), labels.reshape(-1).to(torch.int64, copy=True)
+                # images: a view into FFCV's reused buffer; finish_batch reads it and returns a fresh tensor
+                images = self.finish_batch(images[:, :self.info.in_channels], generator)
+                yield images, labels.reshape(-1).to(torch.int64, copy=True)
         finally:
             _stop(epoch_iterator)
 
-    def _finish(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, stored C, H, W) view into FFCV's reused buffer -> the model's own (N, in_channels, H, W) float32.
-
-        One copy: the channel slice is a view, and the clone both drops unused channels and frees the batch
-        from FFCV's buffer (which FFCV overwrites ``batches_ahead`` batches later).
-        """
-        images = images[:, :self.info.in_channels]
-        if self.device.type != "cpu":
-            images = augment.normalise(images, self.table)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        return images.clone(memory_format=memory_format)
-
 
 def _stop(epoch_iterator) -> None:
-    """End an FFCV epoch iterator's worker thread, even when the caller left the epoch early (ffcv #345, #393)."""
+    """End an FFCV epoch iterator's worker thread, even when the caller left the epoch early (ffcv #345, #393).
+
+    The thread sees ``terminate_event`` while it offers a batch, but after the epoch's last batch it puts
+    its end marker into the output queue without a timeout: when the caller stopped within
+    ``batches_ahead`` batches of the end, that queue is full and the put would block until the join timed
+    out (10 s per early stop). Draining the queue while joining lets it finish at once.
+    """
     epoch_iterator.terminate_event.set()
-    epoch_iterator.join(timeout=_CLOSE_TIMEOUT_S)
+    deadline = time.monotonic() + _CLOSE_TIMEOUT_S
+    while epoch_iterator.is_alive() and time.monotonic() < deadline:
+        try:
+            while True:
+                epoch_iterator.output_queue.get_nowait()
+        except queue.Empty:
+            pass
+        epoch_iterator.join(timeout=0.01)
     epoch_iterator.close()

@@ -1,8 +1,8 @@
 """The in-memory loader: the whole split as one uint8 tensor on the device, augmented batch-wise in torch.
 
-The fallback where FFCV is absent, and the reproducible choice on CPU: its augmentation draws come from a
-torch.Generator seeded by (seed, loader, rank, epoch), so a rerun gives identical batches. On CUDA the
-images live on the GPU (uploaded once, shared by the loaders of one job) and never cross the bus again.
+The fallback where FFCV is absent. On CUDA the images live on the GPU (uploaded once, shared by the loaders
+of one job) and never cross the bus again. Augmentation and normalisation are the shared, seeded
+:meth:`data.epoch_loader.EpochLoader.finish_batch`, so its batches are bit-identical to the FFCV loader's.
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from data import augment
 from data.epoch_loader import Augmentation, EpochLoader
 from data.info import ArrayDataset, DatasetInfo
 from data.splits import ShardPlan
@@ -33,28 +32,10 @@ class MemoryLoader(EpochLoader):
         super().__init__(plan, info, batch_size=batch_size, drop_last=drop_last, augmentation=augmentation,
                          device=device)
         self.arrays = arrays
-        self.table = torch.from_numpy(augment.normalisation_table(info.mean, info.std)).to(self.device)
-        self.fill = torch.tensor([int(round(m)) for m in info.mean], dtype=torch.uint8, device=self.device)
 
     def _iterate(self, order: np.ndarray, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(self._augmentation_seed(epoch))
+        generator = self.augmentation_generator(epoch)
         order_on_device = torch.from_numpy(order).to(self.device)
         for start in range(0, len(order), self.batch_size):
             chosen = order_on_device[start:start + self.batch_size]
-            images = self.arrays.images[chosen]
-            images = self._augment(images, generator)
-            images = augment.normalise(images, self.table)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, self.arrays.labels[chosen]
-
-    def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        settings = self.augmentation
-        if settings.flip:
-            images = augment.random_flip(images, generator)
-        if settings.translate > 0:
-            images = augment.random_translate(images, settings.translate, generator)
-        if settings.cutout > 0:
-            images = augment.random_cutout(images, settings.cutout, self.fill, generator)
-        return images
+            yield self.finish_batch(self.arrays.images[chosen], generator), self.arrays.labels[chosen]

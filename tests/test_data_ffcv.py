@@ -1,4 +1,4 @@
-"""FFCV: .beton round trips, checksum refusal with exit 2, FFCV = in-memory batches, two torchrun ranks."""
+"""FFCV: .beton round trips, checksum refusal with exit 2, FFCV = in-memory batches (augmented too), two torchrun ranks."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,14 +86,88 @@ def test_ffcv_and_memory_loaders_give_the_same_batches(digits_betons):
     assert threading.active_count() == threads_before
 
 
-def test_augmented_ffcv_train_loader_runs(digits_betons):
+AUGMENTED = dict(batch_size=64, eval_batch_size=100, flip=True, translate=2, cutout=3, num_workers=1)
+
+
+def epoch_batches(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    loader.set_epoch(epoch)
+    return list(loader)
+
+
+def assert_same_batches(first: list, second: list) -> None:
+    assert len(first) == len(second) > 0
+    for (x1, y1), (x2, y2) in zip(first, second):
+        assert x1.dtype == x2.dtype == torch.float32 and x1.shape == x2.shape
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_augmented_ffcv_batches_equal_the_memory_loaders_bit_for_bit(digits_betons):
+    """Flip, translate and cutout come from the same seeded generator on both backends, rank by rank."""
+    for rank in (0, 1):
+        ffcv = build_loaders(DataConfig(dataset="digits", beton_dir=str(digits_betons), backend="ffcv", **AUGMENTED),
+                             rank=rank, world_size=2, seed=4, device=CPU)
+        memory = build_loaders(DataConfig(dataset="digits", backend="memory", **AUGMENTED), rank=rank, world_size=2,
+                               seed=4, device=CPU)
+        for role in ("search_train", "train"):
+            for epoch in (0, 3):
+                assert_same_batches(epoch_batches(getattr(ffcv, role), epoch),
+                                    epoch_batches(getattr(memory, role), epoch))
+        # the augmentation really ran: the same samples un-augmented differ
+        plain = build_loaders(DataConfig(dataset="digits", backend="memory", **{**AUGMENTED, "augment": False}),
+                              rank=rank, world_size=2, seed=4, device=CPU)
+        augmented, unaugmented = epoch_batches(memory.train, 3), epoch_batches(plain.train, 3)
+        assert all(torch.equal(a[1], b[1]) for a, b in zip(augmented, unaugmented))
+        assert not any(torch.equal(a[0], b[0]) for a, b in zip(augmented, unaugmented))
+
+
+def test_two_ffcv_loaders_with_one_seed_give_identical_augmented_batches(digits_betons):
+    """Same seed: the same batches in a second loader (a rerun), and again when an epoch is replayed;
+    another epoch or another seed draws other augmentations."""
+    def loaders(seed):
+        return build_loaders(DataConfig(dataset="digits", beton_dir=str(digits_betons), backend="ffcv", **AUGMENTED),
+                             seed=seed, device=CPU)
+
+    first, second, other_seed = loaders(7), loaders(7), loaders(8)
+    batches = epoch_batches(first.search_train, 1)
+    assert_same_batches(batches, epoch_batches(second.search_train, 1))
+    assert_same_batches(batches, epoch_batches(first.search_train, 1))  # the epoch replayed
+    assert not torch.equal(batches[0][0], epoch_batches(first.search_train, 2)[0][0])
+    assert not torch.equal(batches[0][0], epoch_batches(other_seed.search_train, 1)[0][0])
+    # a stream restored mid-epoch gives the same next batch as before, augmentation included
+    stream = BatchStream(second.search_train, start_epoch=1)
+    list(stream.take(2))
+    position, expected = stream.state(), stream.next_batch()
+    stream.restore(position)
+    following = stream.next_batch()
+    stream.close()
+    assert torch.equal(following[0], expected[0]) and torch.equal(following[0], batches[2][0])
+
+
+def test_leaving_an_epoch_near_its_end_stops_ffcvs_thread_at_once(digits_betons):
+    """Stopping within batches_ahead (3) batches of the end used to block FFCV's thread on its full output
+    queue until the 10 s join timeout, once per early stop (e.g. every perturb-val's K fine-tune batches)."""
+    loaders = build_loaders(DataConfig(dataset="digits", beton_dir=str(digits_betons), backend="ffcv", batch_size=32,
+                                       train_subset=480, num_workers=1), seed=0, device=CPU)
+    loader = loaders.search_train
+    assert len(loader) == 7
+    list(BatchStream(loader).take(1))  # FFCV compiles its pipeline on the first epoch: not timed
+    threads_before = threading.active_count()
+    for taken in range(1, len(loader)):
+        started = time.monotonic()
+        with BatchStream(loader, start_epoch=taken) as stream:
+            list(stream.take(taken))
+        assert time.monotonic() - started < 3.0, f"stopping after {taken} of 7 batches took too long"
+    assert threading.active_count() == threads_before
+
+
+def test_augmented_ffcv_train_loader_runs_across_epochs(digits_betons):
     loaders = build_loaders(DataConfig(dataset="digits", beton_dir=str(digits_betons), batch_size=128, cutout=3,
                                        flip=True, num_workers=1), seed=0, device=CPU)
     batches = list(BatchStream(loaders.train).take(len(loaders.train) + 2))
     assert len(batches) == len(loaders.train) + 2
     images, labels = batches[-1]
     assert images.shape == (128, 1, 8, 8) and labels.dtype == torch.int64
-    assert torch.isfinite(images).all()
+    assert torch.isfinite(images).all() and images.is_contiguous()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -2,8 +2,8 @@
 
 Each rank builds the job's loaders (in-memory digits; FFCV too when --beton-dir is given), records the
 sample indices its search_train loader visits in epochs 0 and 1, checks the yielded labels are those
-samples' labels and that FFCV yields the same batches as the in-memory loader; rank 0 writes all ranks'
-records to --out as JSON.
+samples' labels and that FFCV yields the same augmented batches as the in-memory loader (flip, translate,
+cutout: seeded per rank); rank 0 writes all ranks' records to --out as JSON.
 """
 from __future__ import annotations
 
@@ -43,13 +43,16 @@ def main() -> None:
         record["labels_match"] &= bool((labels[indices] == seen).all())
     record["split"] = memory.search_train_indices.tolist()
     if args.beton_dir:
-        ffcv = build_loaders(DataConfig(dataset="digits", beton_dir=args.beton_dir, backend="ffcv", batch_size=32,
-                                        augment=False, num_workers=1), rank=rank, world_size=world, seed=11,
-                             device=device)
+        augmented = dict(dataset="digits", batch_size=32, flip=True, translate=2, cutout=3)
+        ffcv = build_loaders(DataConfig(beton_dir=args.beton_dir, backend="ffcv", num_workers=1, **augmented),
+                             rank=rank, world_size=world, seed=11, device=device)
+        memory = build_loaders(DataConfig(backend="memory", **augmented), rank=rank, world_size=world, seed=11,
+                               device=device)
         memory.search_train.set_epoch(1)
         ffcv.search_train.set_epoch(1)
-        record["ffcv_match"] = all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-                                   for a, b in zip(memory.search_train, ffcv.search_train))
+        pairs = list(zip(memory.search_train, ffcv.search_train))
+        record["ffcv_match"] = len(pairs) == len(memory.search_train) > 0 and all(
+            torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in pairs)
     gathered = [None] * world
     dist.all_gather_object(gathered, record)
     if rank == 0:
