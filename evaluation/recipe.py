@@ -91,9 +91,13 @@ class EvalConfig:
     holdout_validation: train on ``data.search_portion`` of the training set and pick the best epoch on the
     rest (the test split is never used for selection); false: train on the whole training set, no selection;
     autoaugment: AutoAugment's CIFAR-10 policy on training batches (data/autoaugment.py);
-    cpu_channels_last: channels_last memory format on the CPU too (CUDA always uses it, via launch.train);
-    about 2x faster on the CPU for these depthwise-separable networks with torch's CPU kernels;
-    compile: torch.compile the model; sync_batchnorm: SyncBatchNorm across ranks (CUDA only);
+    precision: the forward pass's precision (launch.train.PRECISIONS): 'auto' = bf16 autocast on CUDA and
+    float32 on the CPU, 'bf16' = bf16 autocast on any device, 'fp32' = never autocast;
+    channels_last: channels_last memory format for the model (and, on the CPU, the batches): null = on
+    CUDA only, true = on any device (about 2x faster on the CPU for these depthwise-separable networks
+    with torch's CPU kernels), false = never;
+    compile: torch.compile the network (launch.train.maybe_compile; inside DDP, evaluation runs compiled too);
+    sync_batchnorm: SyncBatchNorm across ranks (CUDA only);
     device: null (CUDA when present, else CPU) or 'cpu'; cpu_threads: torch's intra-op threads per process
     (null = torch's default; 1 avoids oversubscription when several processes share few cores);
     deterministic: deterministic kernels (slower on GPU);
@@ -108,7 +112,8 @@ class EvalConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     holdout_validation: bool = False
     autoaugment: bool = False
-    cpu_channels_last: bool = False
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    channels_last: bool | None = None
     compile: bool = False
     sync_batchnorm: bool = False
     device: Literal["cpu", "cuda"] | None = None

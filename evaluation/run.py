@@ -4,9 +4,10 @@ Per epoch e = 0..E-1:
 
 1. drop-path probability p_e = p * e / E (linear ramp from 0, DARTS);
 2. one pass over the training loader (launch.train.train_epoch: the shared train step with the auxiliary
-   loss L = CE(logits, y) + w_aux * CE(aux_logits, y), gradient clipping, per-step LR schedule, bf16
-   autocast + channels_last on CUDA); with AutoAugment, each batch (flipped and translated by the loader)
-   goes through the policy and then cutout (the paper's order);
+   loss L = CE(logits, y) + w_aux * CE(aux_logits, y), gradient clipping, per-step LR schedule; the config's
+   ``precision``, ``channels_last`` and ``compile``: by default bf16 autocast + channels_last on CUDA);
+   with AutoAugment, each batch (flipped and translated by the loader) goes through the policy and then
+   cutout (the paper's order);
 3. with a held-out validation split: evaluate on it and keep the best epoch's weights (best/);
 4. a checkpoint (launch.checkpoint): model, optimizer, scheduler, epoch, history, best so far, elapsed time.
 
@@ -42,7 +43,7 @@ from launch.errors import ConfigError
 from launch.rundir import MetricsLogger, get_logger, prepare_run_dir
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
-from launch.train import evaluate, to_channels_last, train_epoch
+from launch.train import evaluate, maybe_compile, to_channels_last, train_epoch
 from space.eval_network import EvalNetwork
 from space.genotype import Genotype
 
@@ -117,16 +118,12 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
 
     model = build_network(config, genotype, info.num_classes, info.in_channels).to(device)
     size = model_size(model, (info.in_channels, *info.image_size))
-    to_channels_last(model, device)
-    cpu_channels_last = config.cpu_channels_last and device.type != "cuda"
-    if cpu_channels_last:
-        model.to(memory_format=torch.channels_last)
+    to_channels_last(model, device, config.channels_last)
+    cpu_channels_last = bool(config.channels_last) and device.type != "cuda"  # CUDA batches already are
     if config.sync_batchnorm and env.is_distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     network = model
-    model = wrap_ddp(model, env)
-    if config.compile:
-        model = torch.compile(model)
+    model = wrap_ddp(maybe_compile(model, config.compile), env)
 
     optim = config.optim
     optimizer = torch.optim.SGD(network.parameters(), lr=optim.lr, momentum=optim.momentum,
@@ -178,12 +175,13 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
             train = train_epoch(model, batches, optimizer, env=env, max_steps=config.max_steps_per_epoch,
                                 desc=f"epoch {epoch + 1}/{config.epochs}", criterion=criterion,
                                 grad_clip=optim.grad_clip, aux_weight=config.network.auxiliary_weight,
-                                scheduler=scheduler)
+                                scheduler=scheduler, precision=config.precision)
             record = {"epoch": epoch + 1, "train_loss": train["loss"], "train_top1": train["top1"],
                       "lr": scheduler.get_last_lr()[0], "drop_path_prob": network.drop_path_prob}
             if val_loader is not None:
                 val_loader.set_epoch(0)
-                val = evaluate(model, val_loader, env=env, criterion=criterion, desc="validation")
+                val = evaluate(model, val_loader, env=env, criterion=criterion, desc="validation",
+                               precision=config.precision)
                 record.update(val_loss=val["loss"], val_top1=val["top1"])
                 if best["top1"] is None or val["top1"] > best["top1"]:
                     best = {"epoch": epoch + 1, "top1": val["top1"]}
@@ -207,13 +205,15 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
             epochs_this_call += 1
 
         loaders.test.set_epoch(0)
-        final_test = evaluate(model, loaders.test, env=env, criterion=criterion, desc="test (final model)")
+        final_test = evaluate(model, loaders.test, env=env, criterion=criterion, desc="test (final model)",
+                              precision=config.precision)
         best_test = None
         if best["epoch"] is not None:
             best_state = best_checkpoints.load_latest(restore_rng=False)
             load_model_state(network, best_state["model"])
             loaders.test.set_epoch(0)
-            best_test = evaluate(model, loaders.test, env=env, criterion=criterion, desc="test (best on val)")
+            best_test = evaluate(model, loaders.test, env=env, criterion=criterion, desc="test (best on val)",
+                                 precision=config.precision)
         metrics.log(config.epochs, **{"test/final_top1": final_test["top1"]})
     finally:
         metrics.close()

@@ -1,15 +1,18 @@
-"""The one train step, train epoch and evaluate loop shared by every CLI.
+"""The one train step, train epoch and evaluate loop shared by every CLI, and the GPU speed switches.
 
-Devices are never hard-coded: on CUDA the forward pass runs under bf16 autocast and models/images use
-channels_last; on the CPU both are plain float32. Batches come from the data layer already on the
-model's device; one that is not is moved with ``non_blocking=True``.
+Devices are never hard-coded. By default (``precision="auto"``, ``channels_last=None``) the forward pass
+runs under bf16 autocast and models/images use channels_last on CUDA, and both are plain float32 and
+contiguous on the CPU. Each switch can also be forced either way on any device, which is how the CPU-only
+test suite runs the GPU code paths (bf16 autocast, channels_last, torch.compile: :func:`maybe_compile`) at
+tiny shapes. Batches come from the data layer already on the model's device; one that is not is moved
+with ``non_blocking=True``.
 
 A model may return ``logits`` of shape (N, classes) or a tuple ``(logits, aux_logits_or_None)`` (the
 DARTS evaluation network's auxiliary head). The loss of a train step is
 
     L = CE(logits, y) + aux_weight * CE(aux_logits, y)      (the second term only when aux_logits exist)
 
-Accuracies are percentages (0-100), as in the DARTS papers.
+computed in float32 from the (possibly bf16) logits. Accuracies are percentages (0-100), as in the DARTS papers.
 """
 from __future__ import annotations
 
@@ -26,19 +29,45 @@ from launch.rundir import progress
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def autocast_context(device: torch.device | str):
-    """bf16 autocast on CUDA, a do-nothing context on the CPU."""
+#: Forward-pass precisions: "auto" = bf16 autocast on CUDA, float32 on the CPU; "bf16" = bf16 autocast on
+#: any device (on the CPU, convolutions and matmuls then run in bf16); "fp32" = no autocast.
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def autocast_context(device: torch.device | str, precision: str = "auto"):
+    """The autocast context of a forward pass on ``device`` at ``precision`` (see :data:`PRECISIONS`)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def to_channels_last(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
-    """``model`` converted to channels_last memory format on CUDA (in place); unchanged on the CPU."""
-    if torch.device(device).type == "cuda":
+def to_channels_last(model: torch.nn.Module, device: torch.device | str,
+                     enabled: bool | None = None) -> torch.nn.Module:
+    """``model`` converted to channels_last memory format in place when ``enabled`` (None: on CUDA only).
+
+    Convolutions whose weights are channels_last produce channels_last outputs from any input, so the
+    batches need no conversion; the values are the same as with contiguous tensors up to float rounding.
+    """
+    if enabled is None:
+        enabled = torch.device(device).type == "cuda"
+    if enabled:
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def maybe_compile(model: torch.nn.Module, enabled: bool, mode: str | None = None,
+                  backend: str | Callable = "inductor") -> torch.nn.Module:
+    """``torch.compile(model, mode=mode, backend=backend)`` when ``enabled``, else ``model`` itself.
+
+    The compiled module shares ``model``'s parameters and buffers (``launch.distributed.unwrap_model``
+    returns ``model``). Python state that changes the graph, such as a SearchNetwork's op masks, is
+    guarded: a changed mask recompiles (or reuses an earlier graph for a mask set seen before), so results
+    follow the masks exactly; each new mask set costs one compilation.
+    """
+    return torch.compile(model, mode=mode, backend=backend) if enabled else model
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -47,6 +76,17 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     for buffer in model.buffers():
         return buffer.device
     return torch.device("cpu")
+
+
+def _without_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP / DataParallel, so evaluation runs no collective; a torch.compile wrapper
+    around the plain module is kept (evaluation runs compiled too), one around DDP is removed with it."""
+    parallel = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    if isinstance(getattr(model, "_orig_mod", None), parallel):
+        return unwrap_model(model)
+    while isinstance(model, parallel):
+        model = model.module
+    return model
 
 
 def _on_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device):
@@ -88,10 +128,11 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, topk: Sequence[int] = (
 
 def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                optimizer: torch.optim.Optimizer, *, criterion: Criterion | None = None,
-               grad_clip: float | None = 5.0, aux_weight: float = 0.0, scheduler=None) -> dict:
+               grad_clip: float | None = 5.0, aux_weight: float = 0.0, scheduler=None,
+               precision: str = "auto") -> dict:
     """One optimisation step on a batch; returns ``{"loss": float, "top1": float}`` (top1 in percent).
 
-    images (N, C, H, W), labels (N,). Forward under :func:`autocast_context`, loss as in the module
+    images (N, C, H, W), labels (N,). Forward under :func:`autocast_context` at ``precision``, loss as in the module
     docstring (``criterion`` defaults to cross-entropy), backward, gradient-norm clipping to
     ``grad_clip`` (None: no clipping), ``optimizer.step()``, then ``scheduler.step()`` if given.
     The model's train/eval mode is left as the caller set it.
@@ -100,7 +141,7 @@ def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
     device = _model_device(model)
     images, labels = _on_device(images, labels, device)
     optimizer.zero_grad(set_to_none=True)
-    with autocast_context(device):
+    with autocast_context(device, precision):
         logits, aux_logits = split_outputs(model(images))
     loss = criterion(logits.float(), labels)
     if aux_logits is not None and aux_weight:
@@ -123,8 +164,9 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
     Returns ``{"loss", "top1", "steps", "count"}``: sample-weighted mean loss and top-1 (percent) over
     the epoch, summed across ranks when distributed and ``sync`` (every rank must call it then), the
     number of steps of this rank and the number of samples of all ranks. ``sync=False`` reports this rank
-    alone and runs no collective (for work that differs between ranks, such as per-rank search members). Sets ``model.train()``. Other keyword arguments
-    go to :func:`train_step` (criterion, grad_clip, aux_weight, scheduler).
+    alone and runs no collective (for work that differs between ranks, such as per-rank search members).
+    Sets ``model.train()``. Other keyword arguments go to :func:`train_step` (criterion, grad_clip,
+    aux_weight, scheduler, precision).
     """
     model.train()
     sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct top-1, n
@@ -157,18 +199,20 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_batches: int | None = None,
-             criterion: Criterion | None = None, desc: str = "eval", sync: bool = True) -> dict:
+             criterion: Criterion | None = None, desc: str = "eval", sync: bool = True,
+             precision: str = "auto") -> dict:
     """Loss and top-1/top-5 accuracy (percent) over ``batches``, summed over all ranks.
 
     Returns ``{"loss", "top1", "top5", "count", "correct"}`` where count is the number of samples of all
     ranks and correct the number of top-1 hits (top1 = 100 * correct / count);
     with a distributed job every rank must call it (one all_reduce of [loss sum, correct@1, correct@5, n]).
     ``sync=False`` scores this rank's batches alone and runs no collective (per-rank candidates).
-    Runs the unwrapped model (no DDP collectives) in eval mode and restores its previous mode afterwards.
+    Runs the unwrapped model (no DDP collectives; a torch.compile wrapper is kept) in eval mode at
+    ``precision`` (see :data:`PRECISIONS`) and restores its previous mode afterwards.
     ``criterion`` must return the batch mean (default cross-entropy); only the main logits are scored.
     """
     criterion = criterion or F.cross_entropy
-    network = unwrap_model(model)
+    network = _without_ddp(model)
     was_training = network.training
     network.eval()
     device = _model_device(network)
@@ -177,7 +221,7 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_bat
         bar = progress(batches, env, desc=desc, total=max_batches, leave=False)
         for index, (images, labels) in enumerate(bar if max_batches != 0 else ()):
             images, labels = _on_device(images, labels, device)
-            with autocast_context(device):
+            with autocast_context(device, precision):
                 logits, _ = split_outputs(network(images))
             logits = logits.float()
             count = labels.shape[0]
