@@ -139,8 +139,9 @@ def read_metadata(beton_dir: str | Path, name: str) -> dict:
     """Load ``NAME_metadata.json`` from ``beton_dir``; a missing or malformed file is a DataError."""
     path = metadata_path(beton_dir, name)
     if not path.is_file():
-        raise DataError(f"{path} not found: write the data set first with "
-                        f"python data/write_ffcv.py --dataset {name} --data-dir DIR --out {beton_dir}")
+        raise DataError(f"{path} not found: write the data set first with python data/write_ffcv.py "
+                        f"--dataset {name} --out {beton_dir} (sources read from ./data, or --data-dir DIR, "
+                        f"or --download)")
     try:
         record = json.loads(path.read_text())
         if record.get("format") != METADATA_FORMAT or set(record["files"]) != set(SPLITS):
@@ -201,10 +202,10 @@ def write_dataset(name: str, data_dir: str | Path | None, out_dir: str | Path, *
         if existing is not None:
             log(f"{metadata_path(out_dir, name)} and its .beton files are up to date (use --force to rewrite)")
             return existing
-    out_dir.mkdir(parents=True, exist_ok=True)
     folder_size = max_resolution if name == "imagefolder" else None
     splits = {split: read_dataset(name, data_dir, split, download=download, image_size=folder_size)
               for split in SPLITS}
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the sources were read: no empty folder on failure
     if max_resolution is not None and name != "imagefolder":
         splits = {split: resize_dataset(dataset, max_resolution) for split, dataset in splits.items()}
     train, test = splits["train"], splits["test"]

@@ -1,6 +1,10 @@
 """CLI: write a data set as FFCV .beton files plus a metadata JSON.
 
+    python data/write_ffcv.py                      # CIFAR-10 from ./data into ./betons (what the search reads)
+    python data/write_ffcv.py --download           # the same, downloading CIFAR-10 into ./data first
     python data/write_ffcv.py --dataset mnist --data-dir ../shared/datasets/mnist --out betons/
+
+Without the sources (and without --download) it says in one line what to put where, exit status 2.
 
 The work is done by :mod:`data.beton` (``write_dataset``, ``write_beton``); this file parses flags.
 """
@@ -20,20 +24,26 @@ from launch.errors import cli_entry  # noqa: E402
 
 __all__ = ["write_beton", "write_dataset", "main"]
 
+DEFAULT_DATA_DIR = "data"   # sources, relative to the current directory
+DEFAULT_OUT = "betons"      # the search's default data.beton_dir (perturb/config.py)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="data/write_ffcv.py",
         description="Write NAME_train.beton, NAME_test.beton and NAME_metadata.json (classes, counts, image "
                     "shape, channel mean/std, source checksums, sha256 of each .beton) for one data set.")
-    parser.add_argument("--dataset", required=True, choices=ALL_DATASETS,
-                        help="which data set to read; 'imagefolder' reads DIR/train/<class>/*.jpg|png and "
-                             "DIR/test/<class>/ (or DIR/val/<class>/)")
-    parser.add_argument("--data-dir", default=None,
+    parser.add_argument("--dataset", default="cifar10", choices=ALL_DATASETS,
+                        help="which data set to read (default: cifar10); 'imagefolder' reads "
+                             "DIR/train/<class>/*.jpg|png and DIR/test/<class>/ (or DIR/val/<class>/)")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                         help="folder holding the source files: cifar-10-python.tar.gz (or its extracted "
                              "cifar-10-batches-py/), cifar-100-python.tar.gz, the four MNIST/Fashion-MNIST IDX "
-                             "files (.gz or not), or the image folder; not needed for 'digits'")
-    parser.add_argument("--out", required=True, help="folder to write the .beton files and metadata into")
+                             f"files (.gz or not), or the image folder; not needed for 'digits' "
+                             f"(default: ./{DEFAULT_DATA_DIR})")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help="folder to write the .beton files and metadata into (default: ./{0}, where "
+                             "search_evolutionary.py looks without a config)".format(DEFAULT_OUT))
     parser.add_argument("--download", action="store_true",
                         help="download missing CIFAR / MNIST / Fashion-MNIST sources into --data-dir first "
                              "(needs internet)")
@@ -59,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         paths = verify_betons(args.out, args.dataset)
         print(f"ok: {', '.join(str(p) for p in paths.values())} match {metadata_path(args.out, args.dataset)}")
         return
-    write_dataset(args.dataset, args.data_dir, args.out, download=args.download,
+    data_dir = Path(args.data_dir).expanduser().absolute()  # absolute: a missing-source message says where
+    write_dataset(args.dataset, data_dir, args.out, download=args.download,
                   max_resolution=args.max_resolution, force=args.force, num_workers=args.num_workers)
 
 

@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import os
@@ -276,8 +277,22 @@ def _coerce(value: object, expected: Any, key: str) -> object:
     raise TypeError(f"config field '{key}' has a type the loader does not understand: {expected!r}")
 
 
-def _build(cls: type[C], values: dict, prefix: str) -> C:
-    """An instance of dataclass ``cls`` from the mapping ``values`` (missing keys keep their defaults)."""
+def _field_default(field: dataclasses.Field) -> object | None:
+    """The default value of a dataclass field (a fresh one from its factory), or None when it has none."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def _build(cls: type[C], values: dict, prefix: str, defaults: object | None = None) -> C:
+    """An instance of dataclass ``cls`` from the mapping ``values``; missing keys keep their defaults.
+
+    The defaults are ``defaults``' values when given (the parent's default for this section), else
+    ``cls``'s own: ``--set data.batch_size=8`` changes one key of EvolutionConfig's CIFAR-10 data section
+    and leaves its other keys as that section's default has them, not as a bare DataConfig() would.
+    """
     hints = typing.get_type_hints(cls)
     fields = {field.name: field for field in dataclasses.fields(cls) if field.init}
     for name in values:
@@ -291,8 +306,13 @@ def _build(cls: type[C], values: dict, prefix: str) -> C:
     for name, field in fields.items():
         full_key = f"{prefix}.{name}" if prefix else name
         expected = hints[name]
-        if name in values:
+        if name in values and dataclasses.is_dataclass(expected) and isinstance(values[name], dict):
+            section_default = getattr(defaults, name) if defaults is not None else _field_default(field)
+            kwargs[name] = _build(expected, values[name], full_key, section_default)
+        elif name in values:
             kwargs[name] = _coerce(values[name], expected, full_key)
+        elif defaults is not None:
+            kwargs[name] = copy.deepcopy(getattr(defaults, name))
         elif dataclasses.is_dataclass(expected) and field.default is dataclasses.MISSING and \
                 field.default_factory is dataclasses.MISSING:
             kwargs[name] = _build(expected, {}, full_key)

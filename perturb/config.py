@@ -167,8 +167,8 @@ class EvolutionConfig:
     device: str | None = None
     threads: int | None = None
     pictures: bool = True
-    data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", backend="ffcv", batch_size=256,
-                                                                eval_batch_size=256, cutout=0))
+    data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", backend="ffcv", beton_dir="betons",
+                                                                batch_size=256, eval_batch_size=256, cutout=0))
     network: NetworkConfig = field(default_factory=NetworkConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
