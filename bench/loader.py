@@ -1,9 +1,9 @@
 """Benchmark: images per second of the FFCV loader against a plain torch DataLoader baseline.
 
 Both read the same images and apply the same augmentation (flip, translate by up to 2 px, cutout, then
-normalise to float32 (N, C, H, W)): FFCV decoding a .beton, then the seeded torch batch ops of data/augment.py (in
-the main thread, one torch thread here), the
-baseline with per-sample numpy augmentation in a torch DataLoader over in-memory numpy arrays. Data: 50,000
+normalise to float32 (N, C, H, W)): FFCV decoding a .beton, then the seeded torch batch ops of
+data/augment.py (in the main thread, one torch thread here), the baseline with per-sample numpy
+augmentation in a torch DataLoader over in-memory numpy arrays. Data: 50,000
 random CIFAR-shaped images (32x32x3), and the real MNIST training set from ../shared/datasets/mnist.
 Prints both rates and their ratio for the first epoch (FFCV compiles with numba then) and the later ones.
 

@@ -1,10 +1,12 @@
-"""Same seed, same search on the FFCV backend: two real 2-rank torchrun runs (gloo) of the quickstart.
+"""Identical batches on the FFCV backend, with real torchrun processes (gloo).
 
 The FFCV loader decodes only; flip, translate and cutout are the project's seeded torch ops (see
-data/ffcv_loader.py), so every rank's member batches and a rerun's batches are identical. Two unbroken runs
-of configs/quickstart.yaml on digits .beton files (written by data/write_ffcv.py, budgets shrunk with --set)
-must write the same scores.json (every member's matrix, every perturb-val accuracy, every decision) and
-the same genotype.
+data/ffcv_loader.py), so every rank's member batches and a rerun's batches are identical:
+- perturb-val of one network (trained alone on every rank, as a stage-A member) sharded over 2 ranks
+  gives exactly the one-rank scores (tests/workers/ffcv_perturb.py);
+- two unbroken 2-rank runs of configs/quickstart.yaml on digits .beton files (written by
+  data/write_ffcv.py, budgets shrunk with --set) write the same scores.json (every member's matrix, every
+  perturb-val accuracy, every decision) and the same genotype.
 """
 import json
 import os
@@ -49,11 +51,36 @@ def without_timings(value):
     return value
 
 
-def test_two_ffcv_runs_of_one_seed_give_the_same_scores_and_genotype(tmp_path):
-    betons = tmp_path / "betons"
-    written = subprocess.run([sys.executable, "data/write_ffcv.py", "--dataset", "digits", "--out", str(betons),
+@pytest.fixture(scope="module")
+def betons(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("betons")
+    written = subprocess.run([sys.executable, "data/write_ffcv.py", "--dataset", "digits", "--out", str(out),
                               "--num-workers", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert written.returncode == 0, written.stderr
+    return out
+
+
+def perturb_val_on(nproc: int, betons: Path, folder: Path) -> list[dict]:
+    out = folder / f"ranks{nproc}.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "tests/workers/ffcv_perturb.py", "--out", str(out), "--beton-dir", str(betons),
+               "--run-dir", str(folder / f"run{nproc}")]
+    env = dict(os.environ, TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_sharded_perturb_val_on_ffcv_equals_one_rank(betons, tmp_path):
+    (alone,) = perturb_val_on(1, betons, tmp_path)
+    ranks = perturb_val_on(2, betons, tmp_path)
+    for rank in ranks:  # the same augmented batches, so the same trained network and the same scores
+        assert (rank["batch"], rank["trained"]) == (alone["batch"], alone["trained"])
+        assert rank["reference"] == alone["reference"] and rank["accuracies"] == alone["accuracies"]
+    assert alone["accuracies"] != [alone["reference"]] * 3  # removal changes accuracy: the test can fail
+
+
+def test_two_ffcv_runs_of_one_seed_give_the_same_scores_and_genotype(betons, tmp_path):
     first, second = (search(tmp_path / "runs", note, betons) for note in ("first", "second"))
     for run in (first, second):
         config = json.loads((run / "summary.json").read_text())["config"]
