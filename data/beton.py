@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import DataError
+from data.ffcv_threads import load_ffcv
 from launch.atomic import write_json_atomically
 from data.info import ArrayDataset, DatasetInfo, info_from_arrays
 from data.readers import read_dataset
@@ -58,6 +59,7 @@ def stored_image_layout(path: str | Path) -> tuple[str, tuple[int, ...]]:
     Read from the file's own header, so the loader decodes what is really there (older files stored grey
     images as 3 equal RGB channels).
     """
+    load_ffcv()
     from ffcv.fields import NDArrayField
     from ffcv.reader import Reader
 
@@ -95,6 +97,7 @@ def write_beton(dataset: ArrayDataset, path: str | Path, max_resolution: int | N
     longer side exceeds it (prefer :func:`resize_dataset` first, which keeps the metadata truthful).
     Returns the sha256 of the written file.
     """
+    load_ffcv()
     from ffcv.fields import IntField, NDArrayField, RGBImageField
     from ffcv.writer import DatasetWriter
 

@@ -28,6 +28,7 @@ from data.batch_stream import BatchStream
 from data.beton import metadata_path, read_metadata, verify_betons
 from data.epoch_loader import Augmentation, EpochLoader
 from data.errors import DataConfigError, DataError
+from data.ffcv_threads import load_ffcv
 from data.info import ALL_DATASETS, NO_FLIP_DATASETS, ArrayDataset, DatasetInfo, info_from_arrays
 from data.readers import read_dataset
 from data.splits import ShardPlan, search_split
@@ -108,7 +109,7 @@ class DataConfig:
 
 def ffcv_available() -> bool:
     try:
-        import ffcv.loader  # noqa: F401
+        load_ffcv()
     except ImportError:
         return False
     return True

@@ -161,6 +161,25 @@ def test_leaving_an_epoch_early_stops_ffcvs_thread_at_once(digits_betons):
     assert threading.active_count() == threads_before
 
 
+def test_ffcv_epochs_leave_torchs_thread_count_alone(digits_betons):
+    """FFCV sets torch's thread count to num_workers in every epoch unless data.ffcv_threads stops it; the
+    job's count (config ``threads``) must survive loading, and FFCV still gets its numba threads."""
+    import numba
+    from ffcv.pipeline.compiler import Compiler
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        loaders = build_loaders(DataConfig(dataset="digits", beton_dir=str(digits_betons), backend="ffcv",
+                                           batch_size=64, num_workers=2), seed=0, device=CPU)
+        assert len(list(loaders.search_train)) > 0
+        assert torch.get_num_threads() == 3
+        Compiler.set_num_threads(1)
+        assert torch.get_num_threads() == 3 and numba.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_augmented_ffcv_train_loader_runs_across_epochs(digits_betons):
     loaders = build_loaders(DataConfig(dataset="digits", beton_dir=str(digits_betons), batch_size=128, cutout=3,
                                        flip=True, num_workers=1), seed=0, device=CPU)
