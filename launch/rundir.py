@@ -159,15 +159,16 @@ class MetricsLogger:
         self.close()
 
 
-def progress(iterable: Iterable[T], env: DistEnv, desc: str, total: int | None = None, **kwargs) -> Iterator[T] | Iterable[T]:
-    """A tqdm bar over ``iterable`` on rank 0 (hidden when stderr is not a terminal); the plain iterable elsewhere.
+def progress(iterable: Iterable[T], env: DistEnv, desc: str, total: int | None = None, **kwargs):
+    """A tqdm bar over ``iterable``: shown on rank 0 (hidden when stderr is not a terminal), disabled on the
+    other ranks, so callers may always use its methods (set_postfix, update, close, ``with``).
 
-    Extra keyword arguments go to tqdm (e.g. ``leave=False``, ``disable=False`` to force it on).
+    Extra keyword arguments go to tqdm (e.g. ``leave=False``, ``disable=False`` to force it on rank 0).
     """
-    if not env.is_main:
-        return iterable
     from tqdm import tqdm
 
+    if not env.is_main:
+        kwargs["disable"] = True
     kwargs.setdefault("disable", None)  # None: off when not attached to a terminal (log files, pytest)
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, desc=desc, total=total, **kwargs)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from data.loaders import DataConfig
 from launch.config import check_run_fields
 from launch.errors import ConfigError
+from perturb.measure import MEASUREMENTS
 from space.ops import PRIMITIVES
 from space.search_network import NUM_EDGES
 
@@ -91,7 +92,15 @@ class SearchConfig:
     node_order: stage D's node order; shuffle_nodes: visit them in a permutation of node_order drawn
     from the seed (the reference draws the order at random, unseeded).
     finetune_steps: base K (see the module docstring). val_batches: search-val batches per accuracy
-    (0 = the whole search-val split). baseline: fine-tune the no-removal reference equally.
+    (0 = the whole search-val split).
+    measurement: the BatchNorm treatment of every perturb-val accuracy (perturb/measure.py): 'recalibrate'
+    (statistics re-estimated on calibration_batches fixed search-train batches), 'batch' (each search-val
+    batch's own statistics) or 'running' (eval mode with the running statistics: PertNAS as published).
+    baseline: fine-tune the no-removal reference K steps like the candidates (false: PertNAS as published).
+    The published measurement is ``measurement: running`` with ``baseline: false``.
+    adaptive_rounds: up to this many rounds of val_batches search-val batches per decision, measured
+    while the decision is inside noise (1 = a fixed measurement). confidence_z: a decision is separated
+    when its margin exceeds confidence_z standard errors (perturb/scoring.py).
     weight_inheritance: retrain after a C/D decision from the current weights (stage.inherit_epochs)
     instead of a fresh network (stage.epochs, the reference). record_digests: hash the weights at every
     perturb-val task's start and store them in scores.json (proves every candidate starts equal).
@@ -105,7 +114,11 @@ class SearchConfig:
     shuffle_nodes: bool = False
     finetune_steps: int = 50
     val_batches: int = 40
-    baseline: bool = False
+    measurement: str = "recalibrate"
+    calibration_batches: int = 8
+    baseline: bool = True
+    adaptive_rounds: int = 1
+    confidence_z: float = 1.96
     weight_inheritance: bool = False
     record_digests: bool = False
     stage_a: StageConfig = field(default_factory=lambda: StageConfig(epochs=5, lr_divisor=2.5, finetune_extra=20))
@@ -128,6 +141,17 @@ class SearchConfig:
                               key="edge_order")
         if sorted(self.node_order) != [3, 4, 5]:
             raise ConfigError(f"must list the nodes 3, 4, 5 once each (got {self.node_order})", key="node_order")
+        if self.measurement not in MEASUREMENTS:
+            raise ConfigError(f"must be one of {', '.join(MEASUREMENTS)} (got {self.measurement!r})", key="measurement")
+        if self.measurement == "recalibrate" and self.calibration_batches < 1:
+            raise ConfigError(f"must be at least 1 with measurement 'recalibrate' (got {self.calibration_batches})",
+                              key="calibration_batches")
+        if self.adaptive_rounds < 1:
+            raise ConfigError(f"must be at least 1 (got {self.adaptive_rounds})", key="adaptive_rounds")
+        if self.adaptive_rounds > 1 and self.val_batches == 0:
+            raise ConfigError("needs val_batches > 0 (rounds are counted in val_batches)", key="adaptive_rounds")
+        if not (0 < self.confidence_z < float("inf")):
+            raise ConfigError(f"must be a positive number (got {self.confidence_z})", key="confidence_z")
         if self.finetune_steps < 0 or self.val_batches < 0:
             raise ConfigError(f"must not be negative (got {self.finetune_steps} / {self.val_batches})",
                               key="finetune_steps")

@@ -31,7 +31,7 @@ from launch.config import config_to_dict
 from launch.distributed import DistEnv, barrier
 from launch.errors import ConfigError
 from perturb.runtime import SearchRuntime
-from perturb.stages import SearchState
+from perturb.stages import SearchState, decision_confidence
 from space.genotype import INPUT_NODES, Genotype
 from space.ops import NONE_OP
 from space.search_network import EDGE_ENDPOINTS, EdgeCandidates, SearchNetwork
@@ -132,6 +132,11 @@ class SearchRecorder:
             "ops": list(search.ops),
             "npop": search.npop,
             "score": "top-1 % after removal minus reference top-1 %; more negative = more important",
+            "standard_errors": "paired standard error of each score (percentage points), in stage_a_units and "
+                               "decisions, with each decision's separation (margin against z standard errors)",
+            "measurement": {"bn": search.measurement, "baseline": search.baseline,
+                            "val_batches": search.val_batches, "adaptive_rounds": search.adaptive_rounds,
+                            "confidence_z": search.confidence_z},
             "members": {str(m): matrix for m, matrix in enumerate(state.member_scores)},
             "average": state.average,
             "stage_a_units": state.units,
@@ -166,11 +171,17 @@ class SearchRecorder:
             "device": str(self.env.device),
             "device_hours": wall * self.env.world_size / 3600.0,
             "decisions": state.step,
+            "confidence": decision_confidence(state),
             "stage_seconds": {stage: round(t, 3) for stage, t in state.stage_seconds.items()},
             "phase_seconds": {stage: {phase: round(t, 3) for phase, t in phases.items()}
                               for stage, phases in self.runtime.phase_seconds.items()},
             "config": config_to_dict(self.config),
         })
+        confidence = decision_confidence(state)
+        self.log.info("decisions separated beyond noise (per stage): %s; inside noise: %s",
+                      confidence["separated_of_decided"],
+                      ", ".join(f"{d['stage']} {'edge' if 'edge' in d else 'node'} {d.get('edge', d.get('node'))}"
+                                for d in confidence["inside_noise"]) or "none")
         self.log.info("genotype: %s", genotype)
         self.log.info("search wall time %.1fs on %d rank(s): %.4f device-hours", wall, self.env.world_size,
                       wall * self.env.world_size / 3600.0)

@@ -13,25 +13,23 @@ Decisions are visited in a random order (edges first, then nodes, each list shuf
 generator); the caller fine-tunes the weights between decisions. Scoring reuses perturb/'s
 :func:`perturb.scoring.perturb_val` with K = 0 fine-tune steps, so the candidates of one decision are
 sharded across ranks (candidate t on rank t % W) and the accuracies all-gathered: every rank takes the same
-decision. ``measure`` must therefore read the same batches on every rank.
+decision. ``measure`` (a :class:`perturb.measure.SearchValMeasure`) must therefore read the same batches on
+every rank; its BatchNorm treatment is the config's ``projection.measurement`` (darts-pt: batch statistics).
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable
 
 import torch.nn as nn
 
 from launch.distributed import DistEnv, unwrap_model
-from perturb.scoring import Candidate, perturb_val
+from perturb.scoring import Candidate, Measure, Rounds, perturb_val
 from perturb.selection import most_important, select_node_edges
 from perturb.snapshot import Snapshot
 from space.genotype import INPUT_NODES, STEPS
 from space.ops import NONE_OP
 from space.search_network import NUM_EDGES, SearchNetwork, node_edges
-
-Measure = Callable[[nn.Module], float]
 
 
 @dataclass(frozen=True)
@@ -91,9 +89,11 @@ def decide(network: nn.Module, decision: dict, *, measure: Measure, env: DistEnv
         choice = list(range(len(candidates)))
     else:
         snapshot = Snapshot.capture(module)
+        keep = 1 if decision["kind"] == "op" else 2
         result = perturb_val(module, candidates, snapshot=snapshot, finetune=lambda _module, _steps: None,
-                             measure=measure, steps=0, env=env, shard=True)
-        record.update(reference=result.reference, accuracies=result.accuracies, scores=result.scores)
+                             measure=measure, steps=0, env=env, shard=True,
+                             rounds=Rounds(batches=measure.num_batches, keep=keep))
+        record.update({key: value for key, value in result.to_record().items() if key != "start_digests"})
         choice = [most_important(result.scores)] if decision["kind"] == "op" else None
     if decision["kind"] == "op":
         if not ops:

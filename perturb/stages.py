@@ -32,8 +32,8 @@ from launch.distributed import barrier
 from launch.errors import UserInputError
 from perturb.runtime import SearchRuntime
 from perturb.scoring import Candidate, PerturbResult
-from perturb.selection import (coarse_select, expand_edge, genotype_from_cell, keep_edges, keep_op, most_important,
-                               node_visit_order, random_cell, real_ops, select_node_edges)
+from perturb.selection import (coarse_select, expand_edge, genotype_from_cell, importance_order, keep_edges, keep_op,
+                               most_important, node_visit_order, random_cell, real_ops, select_node_edges)
 from space.genotype import Genotype
 from space.ops import NONE_OP
 from space.search_network import NUM_EDGES, EdgeCandidates, SearchNetwork, node_edges
@@ -117,15 +117,14 @@ def stage_a(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision)
             if str(edge) in records:
                 continue
             result = _stage_a_unit(runtime, member, edge, done_here)
-            records[str(edge)] = {"scores": result.scores, "reference": result.reference,
-                                  "accuracies": result.accuracies, "start_digests": result.start_digests}
+            records[str(edge)] = result.to_record()
             write_atomically(directory / f"member_{member}.json", json.dumps(records).encode())
             done_here += 1
     barrier()
     for member in range(search.npop):
         for edge, record in read_member_records(directory, member).items():
             state.member_scores[member][int(edge)] = record["scores"]
-            state.units[f"{member},{edge}"] = {key: record[key] for key in ("reference", "accuracies", "start_digests")}
+            state.units[f"{member},{edge}"] = {key: value for key, value in record.items() if key != "scores"}
     state.average = population_average(state.member_scores)
     state.stage = "B"
     state.step += 1
@@ -156,7 +155,8 @@ def _stage_a_unit(runtime: SearchRuntime, member: int, edge: int, done_here: int
     optimizer = runtime.train(network, search.stage_a, key=key, distributed=False, tag=tag)
     _maybe_crash(runtime, done_here)
     candidates = [Candidate(edge, op) for op in search.ops]
-    return runtime.score(network, optimizer, candidates, search.stage_a, key=key, shard=False, tag=tag)
+    return runtime.score(network, optimizer, candidates, search.stage_a, key=key, shard=False, tag=tag,
+                         keep=search.top_k)
 
 
 def population_average(member_scores: list) -> list:
@@ -187,13 +187,65 @@ def stage_b(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision)
     search = runtime.cfg.search
     cell = coarse_select(state.average, k=search.top_k, ops=search.ops, keep_none=True)
     state.cell = [list(ops) for ops in cell]
+    confidence = coarse_confidence(state, search.top_k, search.confidence_z)
+    runtime.log.info("B: top-%d ops per edge; %d of %d edges separated from the next op beyond noise", search.top_k,
+                     sum(entry["separated"] for entry in confidence), len(confidence))
     network = runtime.new_network(cell, "B")
     optimizer = runtime.train(network, search.stage_b, key="B", distributed=True, tag="B")
-    state.decisions.append({"stage": "B", "cell": state.cell})
+    state.decisions.append({"stage": "B", "cell": state.cell, "confidence": confidence})
     state.stage = "C"
     state.step += 1
     on_decision(state, network, optimizer, f"B: top-{search.top_k} ops per edge")
     return network, optimizer
+
+
+def coarse_confidence(state: SearchState, k: int, z: float) -> list[dict]:
+    """Per edge, whether stage B's cut in the population average S is beyond noise.
+
+    a, b: the k-th and (k+1)-th most important ops of S's row; margin = S_b - S_a. The standard error of
+    an entry of S is SE(S) = sqrt(sum_m SE_m^2) / npop from the members' paired standard errors, and the
+    margin's is sqrt(SE_a^2 + SE_b^2): this treats a and b as independent, which overstates the SE of a
+    paired difference, and ignores the spread between members' random cells. separated: margin > z * SE.
+    """
+    entries = []
+    npop = len(state.member_scores)
+    for edge, row in enumerate(state.average):
+        order = importance_order(row)
+        if len(order) <= k:
+            continue
+        a, b = order[k - 1], order[k]
+        errors = [state.units.get(f"{m},{edge}", {}).get("standard_errors") or [math.nan] * len(row)
+                  for m in range(npop)]
+        se_avg = [math.sqrt(sum(err[i] ** 2 for err in errors)) / npop for i in (a, b)]
+        margin, se = row[b] - row[a], math.hypot(*se_avg)
+        entries.append({"edge": edge, "last_kept": a, "first_dropped": b, "margin": margin, "standard_error": se,
+                        "z": z, "separated": bool(margin > z * se) if not math.isnan(se) else False})
+    return entries
+
+
+def decision_confidence(state: SearchState) -> dict:
+    """How confident the search's decisions were: per stage, decisions separated beyond noise of all made,
+    and the list of those inside noise (for summary.json)."""
+    counts: dict[str, list[int]] = {}
+    inside = []
+    for record in state.decisions:
+        if record["stage"] == "B":
+            for entry in record.get("confidence", []):
+                counts.setdefault("B", [0, 0])[1] += 1
+                counts["B"][0] += entry["separated"]
+                if not entry["separated"]:
+                    inside.append({"stage": "B", "edge": entry["edge"], "margin": entry["margin"],
+                                   "standard_error": entry["standard_error"]})
+        elif record.get("separation") is not None:
+            separation = record["separation"]
+            counts.setdefault(record["stage"], [0, 0])[1] += 1
+            counts[record["stage"]][0] += separation["separated"]
+            if not separation["separated"]:
+                where = {"edge": record["edge"]} if record["stage"] == "C" else {"node": record["node"]}
+                inside.append({"stage": record["stage"], **where, "margin": separation["margin"],
+                               "standard_error": separation["standard_error"]})
+    return {"separated_of_decided": {stage: f"{done}/{total}" for stage, (done, total) in sorted(counts.items())},
+            "inside_noise": inside}
 
 
 # ---- stage C ------------------------------------------------------------------------------------
@@ -207,10 +259,9 @@ def stage_c(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
         record = {"stage": "C", "edge": edge, "ops": list(ops)}
         if len(ops) > 1:
             result = runtime.score(network, optimizer, [Candidate(edge, op) for op in ops], search.stage_c,
-                                   key=key, shard=True, tag=tag)
+                                   key=key, shard=True, tag=tag, keep=1)
             best = ops[most_important(result.scores)]
-            record.update(reference=result.reference, accuracies=result.accuracies, scores=result.scores,
-                          start_digests=result.start_digests)
+            record.update(result.to_record())
         else:
             best = ops[0]
         record["kept"] = best
@@ -244,12 +295,10 @@ def stage_d(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
         edges = [e for e in node_edges(node) if real_ops(state.cell[e])]
         key, tag = f"D/n{node}", f"D node {node}"
         result = runtime.score(network, optimizer, [Candidate(e) for e in edges], search.stage_d, key=key,
-                               shard=True, tag=tag)
+                               shard=True, tag=tag, keep=2)
         kept = select_node_edges(result.scores, edges, keep=2)
         state.cell = [list(o) for o in keep_edges(state.current_cell(), node, kept)]
-        state.decisions.append({"stage": "D", "node": node, "edges": edges, "reference": result.reference,
-                                "accuracies": result.accuracies, "scores": result.scores, "kept": kept,
-                                "start_digests": result.start_digests})
+        state.decisions.append({"stage": "D", "node": node, "edges": edges, "kept": kept, **result.to_record()})
         last = position == len(order) - 1
         if not last:
             if search.weight_inheritance:

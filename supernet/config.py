@@ -22,6 +22,7 @@ from perturb.config import NetworkConfig as EvolutionNetworkConfig
 from perturb.config import OptimConfig as EvolutionOptimConfig
 from perturb.config import SearchConfig as EvolutionSearchConfig
 from perturb.config import StageConfig
+from perturb.measure import MEASUREMENTS
 from space.ops import PRIMITIVES, SEARCH_OPS
 
 
@@ -99,9 +100,14 @@ class ArchOptimConfig:
 class ProjectionConfig:
     """DARTS-PT. Each decision is scored on ``val_batches`` fixed search-val batches (no fine-tune), then
     the weights are fine-tuned ``tune_steps`` steps (null: ``tune_epochs`` epochs of search-train) at
-    ``tune_lr`` (null: the weights' learning_rate / 10) before the next decision."""
+    ``tune_lr`` (null: the weights' learning_rate / 10) before the next decision.
+    measurement: BatchNorm during scoring (perturb/measure.py): 'batch' (each batch's own statistics, as
+    darts-pt), 'recalibrate' (re-estimated on calibration_batches fixed search-train batches per rank) or
+    'running' (eval mode with the running statistics)."""
 
     val_batches: int = 10
+    measurement: str = "batch"
+    calibration_batches: int = 8
     tune_epochs: int = 5
     tune_steps: int | None = None
     tune_lr: float | None = None
@@ -109,6 +115,10 @@ class ProjectionConfig:
     def validate(self) -> None:
         if self.val_batches < 1 or self.tune_epochs < 0 or (self.tune_steps is not None and self.tune_steps < 0):
             raise ConfigError("needs val_batches >= 1 and non-negative tuning budgets", key="val_batches")
+        if self.measurement not in MEASUREMENTS:
+            raise ConfigError(f"must be one of {', '.join(MEASUREMENTS)} (got {self.measurement!r})", key="measurement")
+        if self.measurement == "recalibrate" and self.calibration_batches < 1:
+            raise ConfigError("must be at least 1 with measurement 'recalibrate'", key="calibration_batches")
 
 
 @dataclass

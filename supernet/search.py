@@ -46,6 +46,7 @@ from launch.rundir import MetricsLogger, get_logger, prepare_run_dir, progress
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
 from launch.train import evaluate, to_channels_last, train_step
+from perturb.measure import SearchValMeasure
 from perturb.projection import decide, projection_plan
 from space.genotype import Genotype
 from space.search_network import SearchNetwork, normalize_candidates
@@ -253,6 +254,15 @@ class BilevelSearch:
         local = self.fixed_val_batches(self.cfg.projection.val_batches)
         return [(all_gather_cat(images), all_gather_cat(labels)) for images, labels in local]
 
+    def calibration_batches(self) -> list[Batch]:
+        """Search-train batches for measurement 'recalibrate': ``projection.calibration_batches`` of this
+        rank's shard from a fixed epoch, gathered from all ranks (every rank recalibrates on the same data)."""
+        if self.cfg.projection.measurement != "recalibrate":
+            return []
+        with BatchStream(self.loaders.search_train, start_epoch=10 ** 6) as stream:
+            local = list(stream.take(self.cfg.projection.calibration_batches))
+        return [(all_gather_cat(images), all_gather_cat(labels)) for images, labels in local]
+
     def project(self) -> None:
         """DARTS-PT (perturb/projection.py): every decision, with fine-tuning in between; a checkpoint after each."""
         cfg, env = self.cfg, self.env
@@ -263,7 +273,8 @@ class BilevelSearch:
             self.state["projection"] = {"plan": plan, "done": 0, "records": [],
                                         "tune_stream": {"epoch": cfg.epochs, "batch_in_epoch": 0}}
         projection = self.state["projection"]
-        measure_batches = self.projection_batches()
+        measure = SearchValMeasure(self.projection_batches(), measurement=cfg.projection.measurement,
+                                   calibration=self.calibration_batches(), env=env)  # the same data on every rank
         tune_stream = BatchStream(self.loaders.search_train)
         tune_stream.restore(projection["tune_stream"])
         tune_steps = cfg.projection.tune_steps
@@ -274,7 +285,6 @@ class BilevelSearch:
         while projection["done"] < len(plan):
             index = projection["done"]
             decision = plan[index]
-            measure = lambda module: evaluate(module, measure_batches, env=env, sync=False)["top1"]  # this rank alone
             record = decide(self.model, decision, measure=measure, env=env)
             projection["records"].append(record)
             self.log.info("projection %d/%d: %s", index + 1, len(plan), _describe(record))
@@ -419,13 +429,13 @@ def run_pertnas_supernet(cfg: SupernetConfig, env: DistEnv, run_dir: Path, log: 
                 continue  # scored before a restart
             present = [op for op in network.candidates["normal"][edge]]
             result = runtime.score(network, optimizer, [Candidate(edge, op) for op in present], stage,
-                                   key=f"supernet/e{edge}", shard=True, tag=f"supernet edge {edge}")
+                                   key=f"supernet/e{edge}", shard=True, tag=f"supernet edge {edge}",
+                                   keep=ecfg.search.top_k)
             row = [math.nan] * len(ops)
             for op, score in zip(present, result.scores):
                 row[ops.index(op)] = score
             state.member_scores[0][edge] = row
-            state.units[f"S,{edge}"] = {"reference": result.reference, "ops": present,
-                                        "accuracies": result.accuracies}
+            state.units[f"S,{edge}"] = {"ops": present, **result.to_record()}
             state.step += 1
             recorder.on_decision(state, network, optimizer, None)
         state.average = [list(row) for row in state.member_scores[0]]

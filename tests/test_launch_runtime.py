@@ -176,6 +176,7 @@ def test_run_directory_config_logs_metrics_and_progress(tmp_path, capsys):
     assert [(r["step"], r["train/loss"]) for r in records] == [(1, 0.5), (2, 0.25)] and records[0]["train/top1"] == 50
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
-    assert list(progress(range(3), OTHER_RANK, desc="x")) == [0, 1, 2]
+    quiet = progress(range(3), OTHER_RANK, desc="x", disable=False)
+    assert quiet.disable and list(quiet) == [0, 1, 2]  # other ranks: a disabled bar, whatever was asked
     bar = progress(range(3), MAIN, desc="x", file=io.StringIO(), disable=False)
     assert hasattr(bar, "set_postfix") and list(bar) == [0, 1, 2]

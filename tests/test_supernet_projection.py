@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from launch.distributed import DistEnv
 from perturb.projection import decide, projection_plan
-from launch.train import evaluate
+from perturb.measure import SearchValMeasure
 from space.search_network import NUM_EDGES, SearchNetwork, full_candidates, node_edges
 from supernet.derive import derive_cell, genotype_from_alphas, genotype_from_masks
 
@@ -46,20 +46,20 @@ def trained_one_path_network():
 
 def test_projection_keeps_the_op_whose_removal_hurts_most():
     network, batches = trained_one_path_network()
-    measure = lambda module: evaluate(module, batches, env=ENV, sync=False)["top1"]
-    assert measure(network) > 90.0
+    measure = SearchValMeasure(batches, measurement="running", env=ENV)
+    assert measure(network, [0]).top1 > 90.0
     record = decide(network, {"kind": "op", "cell_type": None, "edge": 1}, measure=measure, env=ENV)
     scores = dict(zip(["max_pool_3x3", "skip_connect", "avg_pool_3x3"], record["scores"]))
     assert record["kept"] == "skip_connect"
     assert scores["skip_connect"] < -30.0  # removing it destroys the features
     assert abs(scores["max_pool_3x3"]) < 5.0 and abs(scores["avg_pool_3x3"]) < 5.0
     assert network.active_ops("normal")[1] == ("skip_connect",)  # the other ops (none included) are masked
-    assert measure(network) > 90.0  # and the projected network still works
+    assert measure(network, [0]).top1 > 90.0  # and the projected network still works
 
 
 def test_edge_decision_keeps_the_two_edges_whose_removal_hurts_most():
     network, batches = trained_one_path_network()
-    measure = lambda module: evaluate(module, batches, env=ENV, sync=False)["top1"]
+    measure = SearchValMeasure(batches, measurement="running", env=ENV)
     for edge in node_edges(3):  # node 3 gets three live edges; only edge 3 (from input 1) carries features
         network.set_edge_active(edge, True)
     before = {e: network.active_ops("normal")[e] for e in node_edges(3)}
@@ -86,7 +86,7 @@ def test_full_projection_leaves_a_valid_genotype():
     network, batches = trained_one_path_network()
     for edge in range(NUM_EDGES):
         network.set_edge_active(edge, True)
-    measure = lambda module: evaluate(module, batches, env=ENV, sync=False)["top1"]
+    measure = SearchValMeasure(batches, measurement="running", env=ENV)
     for decision in projection_plan(network, seed=0):
         decide(network, decision, measure=measure, env=ENV)
     genotype = genotype_from_masks(network)
