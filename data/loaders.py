@@ -37,6 +37,7 @@ __all__ = ["DataConfig", "Loaders", "build_loaders", "BatchStream", "ffcv_availa
 Backend = Literal["auto", "ffcv", "memory"]
 # Random streams of the four loaders (data.splits.ShardPlan.stream).
 _STREAMS = {"search_train": 1, "search_val": 2, "train": 3, "test": 4}
+SUBSET_STREAM = 5  # the random stream of a seeded training subset
 
 
 @dataclass
@@ -48,7 +49,8 @@ class DataConfig:
     backend: 'auto' (FFCV when beton_dir has the files and ffcv imports, else memory) | 'ffcv' | 'memory'.
     batch_size: per rank, training loaders; eval_batch_size: per rank, evaluation loaders (default batch_size).
     search_portion: share of the training set in search_train (the rest is search_val).
-    train_subset: use only the first N training images (all four loaders but test).
+    train_subset: use only N training images (all four loaders but test): the first N, or, with
+    train_subset_seed, N drawn at random (without replacement) by that seed, whatever the job's seed.
     augment: master switch for the training augmentation; cutout: square side (0 = off); translate: max
     shift in pixels (pad + random crop); flip: horizontal flip, None = per data set (off for digits and
     mnist, where a mirrored digit is another glyph; on elsewhere).
@@ -65,6 +67,7 @@ class DataConfig:
     eval_batch_size: int | None = None
     search_portion: float = 0.5
     train_subset: int | None = None
+    train_subset_seed: int | None = None
     augment: bool = True
     cutout: int = 0
     translate: int = 2
@@ -90,6 +93,8 @@ class DataConfig:
         check(0.0 < float(self.search_portion) < 1.0, f"search_portion must be in (0, 1), got {self.search_portion}")
         check(self.train_subset is None or (isinstance(self.train_subset, int) and self.train_subset >= 2),
               f"train_subset must be >= 2 or None, got {self.train_subset}")
+        check(self.train_subset_seed is None or (isinstance(self.train_subset_seed, int) and self.train_subset_seed >= 0),
+              f"train_subset_seed must be a non-negative integer or None, got {self.train_subset_seed}")
         check(isinstance(self.cutout, int) and self.cutout >= 0, f"cutout must be >= 0, got {self.cutout}")
         check(isinstance(self.translate, int) and self.translate >= 0, f"translate must be >= 0, got {self.translate}")
         check(self.flip in (None, True, False), f"flip must be true, false or null, got {self.flip!r}")
@@ -151,9 +156,10 @@ class Loaders:
         size = min(self.info.image_size)
         if cfg.augment and cfg.cutout > size:
             raise DataConfigError(f"data config: cutout {cfg.cutout} exceeds the {size}-pixel images of {cfg.dataset}")
-        train_count = self.info.train_count if cfg.train_subset is None else min(cfg.train_subset, self.info.train_count)
-        self.train_indices = np.arange(train_count, dtype=np.int64)
-        self.search_train_indices, self.search_val_indices = search_split(train_count, cfg.search_portion, seed)
+        self.train_indices = training_subset(self.info.train_count, cfg.train_subset, cfg.train_subset_seed)
+        search_train, search_val = search_split(len(self.train_indices), cfg.search_portion, seed)
+        self.search_train_indices = self.train_indices[search_train]
+        self.search_val_indices = self.train_indices[search_val]
 
     @functools.cached_property
     def search_train(self) -> EpochLoader:
@@ -193,6 +199,16 @@ class Loaders:
         if split not in self._device_arrays:  # one upload per split, shared by the loaders reading it
             self._device_arrays[split] = DeviceArrays(self._arrays[split], self.device)
         return MemoryLoader(self._device_arrays[split], plan, self.info, **common)
+
+
+def training_subset(train_count: int, size: int | None, seed: int | None) -> np.ndarray:
+    """The training images a job uses (sorted int64 indices): all, the first ``size``, or ``size`` of them
+    drawn without replacement from a generator seeded by ``seed`` alone."""
+    if size is None or size >= train_count:
+        return np.arange(train_count, dtype=np.int64)
+    if seed is None:
+        return np.arange(size, dtype=np.int64)
+    return np.sort(np.random.default_rng([seed, SUBSET_STREAM]).choice(train_count, size, replace=False)).astype(np.int64)
 
 
 def build_loaders(cfg: DataConfig, *, rank: int = 0, world_size: int = 1, seed: int = 0,

@@ -124,3 +124,21 @@ def test_batch_stream_take_crosses_epochs_and_restores(digits_loaders):
     expected = torch.cat([y for _, y in digits_loaders.search_train])
     assert torch.equal(labels[:len(expected)], expected)
     assert shuffled.state() == {"epoch": 3, "batch_in_epoch": 1}
+
+
+def test_seeded_training_subset():
+    from data.loaders import training_subset
+
+    np.testing.assert_array_equal(training_subset(100, None, 3), np.arange(100))
+    np.testing.assert_array_equal(training_subset(100, 10, None), np.arange(10))  # the first N
+    drawn = training_subset(1000, 50, 3)
+    assert len(set(drawn)) == 50 and drawn.max() < 1000 and np.all(np.diff(drawn) > 0)
+    np.testing.assert_array_equal(drawn, training_subset(1000, 50, 3))
+    assert not np.array_equal(drawn, training_subset(1000, 50, 4)) and not np.array_equal(drawn, np.arange(50))
+    # the loaders split the drawn subset (and only it) into search-train / search-val
+    cfg = DataConfig(dataset="digits", backend="memory", batch_size=8, train_subset=200, train_subset_seed=5)
+    loaders = build_loaders(cfg, seed=1, device=CPU)
+    subset = training_subset(loaders.info.train_count, 200, 5)
+    np.testing.assert_array_equal(loaders.train_indices, subset)
+    both = np.concatenate([loaders.search_train_indices, loaders.search_val_indices])
+    np.testing.assert_array_equal(np.sort(both), subset)
