@@ -13,9 +13,11 @@ unconditionally. None of them pickles: only tensors travel.
 """
 from __future__ import annotations
 
+import datetime
 import os
+import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -111,12 +113,16 @@ def _attempt_scoped_store(world_size: int):
     return dist.PrefixStore(f"launch/attempt_{attempt}", agent_store)
 
 
-def init_distributed(backend: str | None = None, device: str | None = None) -> DistEnv:
+def init_distributed(backend: str | None = None, device: str | None = None,
+                     timeout_s: float | None = None) -> DistEnv:
     """Join the job's process group, if torchrun started this process, and pick this rank's device.
 
     Args:
         backend: "nccl", "gloo" or "mpi"; default NCCL for a CUDA device, gloo for the CPU.
         device: "cpu", "cuda" or "cuda:N"; default ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
+        timeout_s: how long a collective may wait for the other ranks before the job aborts (NCCL's
+            watchdog, gloo's timeout); default torch's (10 minutes for NCCL, 30 for gloo). Long
+            imbalanced work should end with :func:`wait_for_all` rather than a longer timeout.
 
     Returns the :class:`DistEnv`. Calling it again returns the same description of the existing group.
     Raises :class:`LaunchError` for a device or backend that cannot work here.
@@ -141,6 +147,8 @@ def init_distributed(backend: str | None = None, device: str | None = None) -> D
         if not dist.is_backend_available(chosen_backend):
             raise LaunchError(f"backend {chosen_backend!r} is not available in this PyTorch build")
         kwargs = {"device_id": chosen_device} if chosen_device.type == "cuda" else {}
+        if timeout_s is not None:
+            kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
         store = _attempt_scoped_store(world_size)
         if store is None:
             dist.init_process_group(backend=chosen_backend, init_method="env://", **kwargs)
@@ -165,6 +173,29 @@ def _group_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return 1
+
+
+def wait_for_all(name: str, poll_s: float = 0.5, on_wait: Callable[[float], None] | None = None) -> None:
+    """Wait until every rank has called ``wait_for_all(name)``, OUTSIDE any collective.
+
+    A barrier is a collective: a rank that waits in it for longer than the process group's timeout (NCCL's
+    watchdog: 10 minutes by default) aborts the job. Here each rank sets ``name/<rank>`` in the job's
+    key-value store and polls (``store.check``, which never blocks) until all ranks' keys exist, so an idle
+    rank can wait for hours. ``name`` must be unique within the job. ``on_wait(seconds waited)`` is called
+    about once a minute while waiting (progress logs).
+    """
+    world = _group_size()
+    if world == 1:
+        return
+    store = dist.distributed_c10d._get_default_store()
+    store.set(f"wait_for_all/{name}/{dist.get_rank()}", b"1")
+    keys = [f"wait_for_all/{name}/{rank}" for rank in range(world)]
+    started = last_report = time.monotonic()
+    while not store.check(keys):
+        time.sleep(poll_s)
+        if on_wait is not None and time.monotonic() - last_report >= 60.0:
+            last_report = time.monotonic()
+            on_wait(last_report - started)
 
 
 def barrier() -> None:

@@ -167,11 +167,17 @@ class SearchConfig:
 @dataclass
 class DebugConfig:
     """Test hooks. crash_after_units > 0: rank ``crash_rank`` kills itself with SIGKILL after its
-    crash_after_units-th stage-A unit, once: only while ``crash_marker`` (a file it then creates) is absent."""
+    crash_after_units-th stage-A unit, once: only while ``crash_marker`` (a file it then creates) is absent.
+    crash_at_step > 0: instead, rank ``crash_rank`` kills itself (once, same marker) right after the
+    checkpoint of decision ``crash_at_step`` (stages B-D). slow_rank / slow_unit_s: that rank sleeps
+    slow_unit_s seconds after each of its stage-A units (a slow member)."""
 
     crash_after_units: int = 0
+    crash_at_step: int = 0
     crash_rank: int = 0
     crash_marker: str | None = None
+    slow_rank: int = -1
+    slow_unit_s: float = 0.0
 
 
 @dataclass
@@ -182,6 +188,9 @@ class EvolutionConfig:
     data.batch_size is the batch of one network's training step: a stage-A member trains with it on one
     rank; in stages B-D it is split evenly across the ranks of the DDP job (so it must divide by W).
     threads: torch CPU threads per rank (null: torch's default).
+    dist_timeout_s: how long a collective may wait for the other ranks before the job aborts. Ranks that
+    finish their stage-A members early wait for the others outside any collective, so this bounds only
+    the waits inside a decision (an unequal share of perturb-val candidates, rank 0 writing a checkpoint).
     """
 
     seed: int = 2
@@ -190,6 +199,7 @@ class EvolutionConfig:
     resume: bool = True
     device: str | None = None
     threads: int | None = None
+    dist_timeout_s: float = 1800.0
     pictures: bool = True
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", backend="ffcv", batch_size=256,
                                                                 eval_batch_size=256, cutout=0))
@@ -200,3 +210,5 @@ class EvolutionConfig:
 
     def validate(self) -> None:
         check_run_fields(self.note, self.threads)
+        if not 0 < self.dist_timeout_s < float("inf"):
+            raise ConfigError(f"must be a positive number of seconds (got {self.dist_timeout_s})", key="dist_timeout_s")

@@ -19,7 +19,7 @@ def run_evolutionary_search(cfg: EvolutionConfig) -> Genotype:
 
     Call it in every torchrun worker (or in a plain process: a world of one).
     """
-    env = init_distributed(device=cfg.device)
+    env = init_distributed(device=cfg.device, timeout_s=cfg.dist_timeout_s)
     metrics = None
     try:
         if cfg.threads is not None:
