@@ -10,7 +10,10 @@ Four loaders: ``search_train`` and ``search_val`` (a seeded split of the trainin
 (search_train, train) shuffle per epoch, augment and cut every rank to the same number of samples;
 evaluation loaders (search_val, test) do not augment or drop a partial batch, and visit their samples in a
 fixed order (search_val: the split's random order, so any M batches are a random sample; test: every
-sample exactly once across ranks). Each loader is built on first access and then kept for the job.
+sample exactly once across ranks). A fifth, ``arch_val``, serves the architecture steps of the bilevel
+search: the search_val samples as DARTS's valid queue gives them, augmented like training, every batch a
+fresh random draw (see :class:`data.splits.ShardPlan` ``draw_batch``). Each loader is built on first access
+and then kept for the job.
 
 Backend 'auto' takes FFCV when ``beton_dir`` holds the data set's metadata and ffcv imports, else the
 in-memory loader reading the source files via :func:`data.readers.read_dataset`.
@@ -35,8 +38,8 @@ from data.splits import ShardPlan, search_split
 __all__ = ["DataConfig", "Loaders", "build_loaders", "BatchStream", "ffcv_available"]
 
 Backend = Literal["auto", "ffcv", "memory"]
-# Random streams of the four loaders (data.splits.ShardPlan.stream).
-_STREAMS = {"search_train": 1, "search_val": 2, "train": 3, "test": 4}
+# Random streams of the five loaders (data.splits.ShardPlan.stream).
+_STREAMS = {"search_train": 1, "search_val": 2, "train": 3, "test": 4, "arch_val": 5}
 
 
 @dataclass
@@ -48,7 +51,7 @@ class DataConfig:
     backend: 'auto' (FFCV when beton_dir has the files and ffcv imports, else memory) | 'ffcv' | 'memory'.
     batch_size: per rank, training loaders; eval_batch_size: per rank, evaluation loaders (default batch_size).
     search_portion: share of the training set in search_train (the rest is search_val).
-    train_subset: use only the first N training images (all four loaders but test).
+    train_subset: use only the first N training images (every loader but test).
     augment: master switch for the training augmentation; cutout: square side (0 = off); translate: max
     shift in pixels (pad + random crop); flip: horizontal flip, None = per data set (off for digits and
     mnist, where a mirrored digit is another glyph; on elsewhere).
@@ -125,7 +128,7 @@ def resolve_backend(cfg: DataConfig) -> str:
 
 
 class Loaders:
-    """The four loaders of one job on one rank, and the data set's :class:`DatasetInfo`.
+    """The loaders of one job on one rank, and the data set's :class:`DatasetInfo`.
 
     Build with :func:`build_loaders`. Sources are checked (and for the memory backend read) at
     construction; each loader object is created on first access and reused afterwards.
@@ -164,6 +167,14 @@ class Loaders:
         return self._build("search_val", "train", self.search_val_indices, training=False, shuffle=False)
 
     @functools.cached_property
+    def arch_val(self) -> EpochLoader:
+        """search_val for the architecture steps (DARTS's valid queue, read by ``next(iter(valid_queue))``
+        at every step): training batch size and augmentation, each batch ``batch_size`` distinct samples
+        drawn afresh from the whole split, seeded by (seed, rank, epoch); as many batches per epoch as
+        search_val holds full batches per rank."""
+        return self._build("arch_val", "train", self.search_val_indices, training=True, draw=True)
+
+    @functools.cached_property
     def train(self) -> EpochLoader:
         return self._build("train", "train", self.train_indices, training=True)
 
@@ -173,10 +184,11 @@ class Loaders:
         return self._build("test", "test", indices, training=False, shuffle=False, equal_shards=False)
 
     def _build(self, role: str, split: str, indices: np.ndarray, *, training: bool, shuffle: bool = True,
-               equal_shards: bool = True) -> EpochLoader:
+               equal_shards: bool = True, draw: bool = False) -> EpochLoader:
         cfg = self.cfg
-        plan = ShardPlan(indices, self.seed, _STREAMS[role], self.rank, self.world_size, shuffle, equal_shards)
         batch_size = cfg.batch_size if training else (cfg.eval_batch_size or cfg.batch_size)
+        plan = ShardPlan(indices, self.seed, _STREAMS[role], self.rank, self.world_size, shuffle, equal_shards,
+                         draw_batch=batch_size if draw else 0)
         drop_last = cfg.drop_last if training else False
         if plan.shard_size() == 0 or (drop_last and plan.shard_size() < batch_size):
             raise DataConfigError(f"data config: {role} has {plan.shard_size()} samples per rank, fewer than one "
