@@ -97,18 +97,38 @@ class ArchOptimConfig:
 
 @dataclass
 class ProjectionConfig:
-    """DARTS-PT. Each decision is scored on ``val_batches`` fixed search-val batches (no fine-tune), then
-    the weights are fine-tuned ``tune_steps`` steps (null: ``tune_epochs`` epochs of search-train) at
-    ``tune_lr`` (null: the weights' learning_rate / 10) before the next decision."""
+    """DARTS-PT (perturb/projection.py; darts-pt's ``sota/cnn/projection.py`` with ``--proj_intv 5``).
 
-    val_batches: int = 10
+    Each decision is scored on ``val_batches`` fixed search-val batches (null: all of search-val, as
+    darts-pt measures on its whole valid queue), with no fine-tuning. Before the first decision the weight
+    optimizer is reset (fresh SGD, momentum and weight decay of ``weights``) at ``tune_lr`` (null: the
+    weights' learning_rate / 10, darts-pt's); after every group of decisions (a normal and a reduction
+    decision) the supernet is fine-tuned ``tune_epochs`` epochs, and ``final_tune_epochs`` after the last
+    group (darts-pt: 5 x 16 + 1 = 81 epochs; the last one cannot change the genotype).
+    A tuning epoch is ``tune_epoch_steps`` steps (null: one pass over search-train). Each step is one
+    bilevel step as in the search: an architecture step on a fresh search-val batch (``arch_steps``; false
+    freezes the alphas, beyond darts-pt), then a weight step. ``tune_schedule``: 'constant' holds tune_lr
+    (darts-pt: its CosineAnnealingLR is built but never stepped); 'cosine' anneals per tuning epoch from
+    tune_lr to weights.learning_rate_min over all tuning epochs (what that unstepped scheduler describes).
+    """
+
+    val_batches: int | None = 10
     tune_epochs: int = 5
-    tune_steps: int | None = None
+    final_tune_epochs: int = 1
+    tune_epoch_steps: int | None = None
     tune_lr: float | None = None
+    tune_schedule: Literal["constant", "cosine"] = "constant"
+    arch_steps: bool = True
 
     def validate(self) -> None:
-        if self.val_batches < 1 or self.tune_epochs < 0 or (self.tune_steps is not None and self.tune_steps < 0):
-            raise ConfigError("needs val_batches >= 1 and non-negative tuning budgets", key="val_batches")
+        if self.val_batches is not None and self.val_batches < 1:
+            raise ConfigError(f"must be at least 1 or null (got {self.val_batches})", key="val_batches")
+        if self.tune_epochs < 0 or self.final_tune_epochs < 0:
+            raise ConfigError("tuning budgets must not be negative", key="tune_epochs")
+        if self.tune_epoch_steps is not None and self.tune_epoch_steps < 1:
+            raise ConfigError(f"must be at least 1 or null (got {self.tune_epoch_steps})", key="tune_epoch_steps")
+        if self.tune_lr is not None and not self.tune_lr > 0:
+            raise ConfigError(f"must be positive or null (got {self.tune_lr})", key="tune_lr")
 
 
 @dataclass
