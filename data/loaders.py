@@ -58,6 +58,11 @@ class DataConfig:
     num_workers: FFCV threads; os_cache: FFCV reads through the OS page cache (else a process cache).
     drop_last: drop the incomplete last batch of training loaders. download: let the in-memory backend
     download missing sources. image_size: imagefolder only, the square side images are resized to.
+    crop_size: training loaders take a RandomResizedCrop of that side (with ``augment``; else a centre
+    crop), evaluation loaders the centre crop (DARTS's ImageNet: image_size 256, crop_size 224 = its
+    Resize(256) + CenterCrop(224) for testing); null = the stored size. color_jitter: [brightness, contrast,
+    saturation, hue] strengths of ColorJitter on training loaders (DARTS's ImageNet: [0.4, 0.4, 0.4, 0.2]).
+    Both run in data.augment's torch ops on the in-memory backend.
     """
 
     dataset: str = "digits"
@@ -77,6 +82,8 @@ class DataConfig:
     os_cache: bool = True
     download: bool = False
     image_size: int | None = None
+    crop_size: int | None = None
+    color_jitter: list[float] | None = None
 
     def validate(self) -> "DataConfig":
         """Raise DataConfigError naming the first impossible setting; return self."""
@@ -100,13 +107,24 @@ class DataConfig:
               f"num_workers must be >= 1, got {self.num_workers}")
         check(self.image_size is None or (isinstance(self.image_size, int) and self.image_size >= 1),
               f"image_size must be >= 1 or None, got {self.image_size}")
+        check(self.crop_size is None or (isinstance(self.crop_size, int) and self.crop_size >= 1),
+              f"crop_size must be >= 1 or None, got {self.crop_size}")
+        check(self.color_jitter is None or (len(self.color_jitter) == 4 and min(self.color_jitter) >= 0
+                                            and self.color_jitter[3] <= 0.5),
+              f"color_jitter must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, "
+              f"got {self.color_jitter}")
         return self
 
     def training_augmentation(self) -> Augmentation:
         if not self.augment:
-            return Augmentation()
+            return self.evaluation_augmentation()
         flip = self.dataset not in NO_FLIP_DATASETS if self.flip is None else bool(self.flip)
-        return Augmentation(flip=flip, translate=self.translate, cutout=self.cutout)
+        jitter = tuple(float(v) for v in self.color_jitter) if self.color_jitter is not None else None
+        return Augmentation(flip=flip, translate=self.translate, cutout=self.cutout,
+                            resized_crop=self.crop_size or 0, color_jitter=jitter)
+
+    def evaluation_augmentation(self) -> Augmentation:
+        return Augmentation(center_crop=self.crop_size or 0)
 
 
 def ffcv_available() -> bool:
@@ -151,12 +169,24 @@ class Loaders:
                 self._arrays[split] = read_dataset(cfg.dataset, cfg.data_dir, split, download=cfg.download,
                                                    image_size=cfg.image_size)
             self.info = info_from_arrays(cfg.dataset, self._arrays["train"], len(self._arrays["test"]))
-        size = min(self.info.image_size)
+        if cfg.crop_size is not None and cfg.crop_size > min(self.info.image_size):
+            raise DataConfigError(f"data config: crop_size {cfg.crop_size} exceeds the {min(self.info.image_size)}-"
+                                  f"pixel images of {cfg.dataset}")
+        if self.backend == "ffcv" and (cfg.crop_size is not None or cfg.color_jitter is not None):
+            raise DataConfigError("data config: crop_size and color_jitter need backend 'memory' (the FFCV "
+                                  "pipeline does not run data.augment's crops and jitter)")
+        size = min(self.image_size)
         if cfg.augment and cfg.cutout > size:
             raise DataConfigError(f"data config: cutout {cfg.cutout} exceeds the {size}-pixel images of {cfg.dataset}")
         train_count = self.info.train_count if cfg.train_subset is None else min(cfg.train_subset, self.info.train_count)
         self.train_indices = np.arange(train_count, dtype=np.int64)
         self.search_train_indices, self.search_val_indices = search_split(train_count, cfg.search_portion, seed)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the batches the loaders yield: the stored size, or (crop_size, crop_size)."""
+        crop = self.cfg.crop_size
+        return (crop, crop) if crop is not None else self.info.image_size
 
     @functools.cached_property
     def search_train(self) -> EpochLoader:
@@ -194,7 +224,7 @@ class Loaders:
             raise DataConfigError(f"data config: {role} has {plan.shard_size()} samples per rank, fewer than one "
                                   f"batch of {batch_size}; lower the batch size or use more data")
         common = dict(batch_size=batch_size, drop_last=drop_last, device=self.device,
-                      augmentation=cfg.training_augmentation() if training else Augmentation())
+                      augmentation=cfg.training_augmentation() if training else cfg.evaluation_augmentation())
         if self.backend == "ffcv":
             from data.ffcv_loader import FfcvLoader  # lazy: ffcv (numba, cv2) only when used
 

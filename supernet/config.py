@@ -55,8 +55,9 @@ class NetworkConfig:
 
 @dataclass
 class WeightOptimConfig:
-    """SGD of the weights on search-train: lr annealed per step from learning_rate to learning_rate_min by
-    ``schedule`` (cosine, or sharpDARTS cosine power annealing with base ``power_k``)."""
+    """SGD of the weights on search-train: lr annealed from learning_rate to learning_rate_min by
+    ``schedule`` (cosine, or sharpDARTS cosine power annealing with base ``power_k``), changed at each epoch's
+    start (``schedule_per: epoch``, DARTS's CosineAnnealingLR stepped per epoch) or at every step."""
 
     learning_rate: float = 0.025
     learning_rate_min: float = 0.001
@@ -64,6 +65,7 @@ class WeightOptimConfig:
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
     schedule: Literal["cosine", "cosine_power"] = "cosine"
+    schedule_per: Literal["epoch", "step"] = "epoch"
     power_k: float = 2.0
 
     def validate(self) -> None:

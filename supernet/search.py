@@ -117,7 +117,8 @@ class BilevelSearch:
                                                 momentum=w.momentum, weight_decay=w.weight_decay)
         self.steps_per_epoch = len(loaders.search_train)
         self.scheduler = build_scheduler(self.weight_optimizer, w.schedule, total_steps=cfg.epochs * self.steps_per_epoch,
-                                         min_lr=w.learning_rate_min, power_k=w.power_k)
+                                         min_lr=w.learning_rate_min, power_k=w.power_k,
+                                         steps_per_epoch=self.steps_per_epoch, per_epoch=w.schedule_per == "epoch")
         a = cfg.arch
         self.arch_optimizer = torch.optim.Adam(self.network.arch_parameters(), lr=a.learning_rate,
                                                betas=(a.beta1, a.beta2), weight_decay=a.weight_decay)
