@@ -226,6 +226,7 @@ def test_architect_step_moves_only_the_alphas(second_order):
         architect.step(train_batch, val_batch)
     assert all(torch.equal(w, b) for w, b in zip(network.weight_parameters(), weights_before))
     assert all(w.grad is None for w in network.weight_parameters())
+    assert all(a.grad is None for a in network.arch_parameters())  # not counted by the weight step's clipping
     assert not any(torch.equal(a, b) for a, b in zip(network.arch_parameters(), alphas_before))
     if not second_order:  # plain descent on L_val(w, alpha) (the second order descends L_val(w', alpha))
         assert batch_loss(network, val_batch).item() < loss_before
