@@ -6,17 +6,15 @@ On uint8 images (N, C, H, W), every random draw from the caller's seeded torch.G
   torchvision's RandomCrop(padding)); cutout as DARTS's ``utils.Cutout`` (centre anywhere, square clipped
   at the border), filled with the mean colour (DARTS zeroes the normalised image: the same colour, up to
   the rounding of the mean to uint8);
-- DARTS's ImageNet recipe as torchvision's transforms define it: :func:`random_resized_crop`
-  (RandomResizedCrop: area scale [0.08, 1], log-uniform aspect ratio [3/4, 4/3], 10 tries, then a centre
-  crop; bilinear resize with antialiasing), :func:`center_crop` (CenterCrop) and :func:`color_jitter`
-  (ColorJitter: brightness, contrast, saturation, hue in a random order per image);
+- DARTS's ImageNet recipe as its torchvision (0.2.0) defines it: :func:`random_resized_crop`
+  (RandomResizedCrop: area scale [0.08, 1], aspect ratio [3/4, 4/3] swapped with p 1/2, 10 tries, then a
+  centre square; bilinear resize with antialiasing), :func:`center_crop` (CenterCrop) and
+  :func:`color_jitter` (ColorJitter: brightness, contrast, saturation, hue in a random order per image);
 
 then normalise through the same per-channel lookup table FFCV's NormalizeImage builds, so both loaders give
 bit-identical un-augmented batches.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -80,31 +78,27 @@ def random_cutout(images: torch.Tensor, size: int, fill: torch.Tensor, generator
 def resized_crop_boxes(count: int, height: int, width: int, generator: torch.Generator,
                        scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
                        device: torch.device | str = "cpu") -> torch.Tensor:
-    """torchvision's RandomResizedCrop boxes: (count, 4) int64 rows (top, left, h, w).
+    """RandomResizedCrop boxes as torchvision 0.2.0 (DARTS's) draws them: (count, 4) int64 (top, left, h, w).
 
-    Per image, up to 10 tries: area a = H W s with s ~ U(scale), aspect r = w / h with log r ~ U(log ratio),
-    w = round(sqrt(a r)), h = round(sqrt(a / r)); the first box that fits is placed uniformly at random.
-    If none fits, the centre crop of the whole image clamped to ``ratio``.
+    Per image, up to 10 tries: area a = H W s with s ~ U(scale), aspect r ~ U(ratio), w = round(sqrt(a r)),
+    h = round(sqrt(a / r)), w and h swapped with probability 1/2; the first box that fits is placed
+    uniformly at random. If none fits, the centred square of side min(H, W). (Later torchvision draws
+    log r uniformly, without the swap, and falls back to the whole image clamped to ``ratio``.)
     """
     tries = 10
     area = float(height * width)
     target = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(count, tries, device=device, generator=generator))
-    low, high = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(low + (high - low) * torch.rand(count, tries, device=device, generator=generator))
+    aspect = ratio[0] + (ratio[1] - ratio[0]) * torch.rand(count, tries, device=device, generator=generator)
     w = torch.round(torch.sqrt(target * aspect)).long()
     h = torch.round(torch.sqrt(target / aspect)).long()
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    swap = torch.rand(count, tries, device=device, generator=generator) < 0.5
+    w, h = torch.where(swap, h, w), torch.where(swap, w, h)
+    fits = (w <= width) & (h <= height)
     first = fits.long().argmax(dim=1, keepdim=True)  # the first try that fits (0 when none does)
     found = fits.any(dim=1)
-    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
-    if width / height < ratio[0]:
-        fallback_w, fallback_h = width, int(round(width / ratio[0]))
-    elif width / height > ratio[1]:
-        fallback_w, fallback_h = int(round(height * ratio[1])), height
-    else:
-        fallback_w, fallback_h = width, height
-    w = torch.where(found, w, torch.full_like(w, fallback_w))
-    h = torch.where(found, h, torch.full_like(h, fallback_h))
+    side = min(height, width)
+    w = torch.where(found, w.gather(1, first).squeeze(1), torch.full((count,), side, device=device))
+    h = torch.where(found, h.gather(1, first).squeeze(1), torch.full((count,), side, device=device))
     draws = torch.rand(count, 2, device=device, generator=generator)
     top = torch.where(found, (draws[:, 0] * (height - h + 1)).long(), (height - h) // 2)
     left = torch.where(found, (draws[:, 1] * (width - w + 1)).long(), (width - w) // 2)

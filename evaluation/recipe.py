@@ -15,7 +15,7 @@ from launch.errors import ConfigError
 
 def _darts_cifar10_data() -> DataConfig:
     return DataConfig(dataset="cifar10", batch_size=96, eval_batch_size=256, cutout=16, translate=4, flip=True,
-                      search_portion=0.9)
+                      search_portion=0.9, drop_last=False)
 
 
 @dataclass

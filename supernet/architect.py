@@ -22,7 +22,7 @@ explicit and a test compares the result with an exact double-backward.)
 
 Weights are moved in place (w -> w' -> w+ -> w-) and a copy of w is written back at the end, so the
 network is left exactly as it was except for BatchNorm running statistics (updated by each forward in
-train mode, as in DARTS). Under DDP every rank computes d alpha on its own batches and the gradients are
+train mode; DARTS runs the forward at w' on a copy of the network, so its statistics miss that update). Under DDP every rank computes d alpha on its own batches and the gradients are
 averaged across ranks (one all-reduce per cell type) before the optimiser step, so alphas stay identical.
 """
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The typed config of search_supernet.py (every key, with the reference's defaults; REFERENCE section 4).
+"""The typed config of search_supernet.py: every key, with DARTS's (and for ``projection``, darts-pt's)
+defaults (REFERENCE section 4), except ``data``: translate 2 and flip per data set are the data layer's
+defaults, where DARTS pads 4 and flips (configs/darts_cifar10.yaml and darts_pt_cifar10.yaml set them).
 
 ``method`` picks the search:
 
@@ -114,7 +116,7 @@ class ProjectionConfig:
     tune_lr to weights.learning_rate_min over all tuning epochs (what that unstepped scheduler describes).
     """
 
-    val_batches: int | None = 10
+    val_batches: int | None = None
     tune_epochs: int = 5
     final_tune_epochs: int = 1
     tune_epoch_steps: int | None = None

@@ -5,7 +5,8 @@ DARTS derivation, per cell type, with p_e = softmax(alpha_e) over the edge's K c
 the same under Max-W, which is monotone in p):
     strength(e) = max_{op != none} p_{e,op},   op(e) = argmax_{op != none} p_{e,op}
     node k keeps the 2 incoming edges with the largest strength(e).
-Ops masked out (removed by a projection) are never chosen. Genes are listed per node by input id.
+Ops masked out (removed by a projection) are never chosen; ties go to the lower op index and the lower edge
+index, as DARTS's. Genes are listed per node by input id (DARTS lists the stronger edge first: the same cell).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def derive_cell(weights: torch.Tensor, candidates: Sequence[Sequence[str]],
         allowed = candidates[edge] if active is None else active[edge]
         choices = [(float(weights[edge, i]), name) for i, name in enumerate(candidates[edge])
                    if name != NONE_OP and name in allowed]
-        best.append(max(choices) if choices else None)
+        best.append(max(choices, key=lambda choice: choice[0]) if choices else None)  # ties: lowest index
     genes: list[tuple[str, int]] = []
     for node in range(INPUT_NODES, INPUT_NODES + STEPS):
         edges = [e for e in node_edges(node) if best[e] is not None]

@@ -27,6 +27,7 @@ def test_cifar10_preset_is_the_darts_recipe():
     assert optim.schedule_per == "epoch"  # DARTS steps CosineAnnealingLR(600) once per epoch
     assert (config.data.translate, config.data.flip, config.data.crop_size, config.data.color_jitter) == \
         (4, True, None, None)  # RandomCrop(32, padding=4), flip
+    assert config.data.drop_last is False  # DataLoader's default: the last batch of 80 images is trained on
 
 
 def test_imagenet_preset_is_the_mobile_setting():
@@ -43,7 +44,7 @@ def test_imagenet_preset_is_the_mobile_setting():
     assert (optim.schedule, optim.schedule_per, optim.gamma) == ("exponential", "epoch", 0.97)
     data = config.data
     assert (data.image_size, data.crop_size, data.color_jitter, data.flip) == (256, 224, [0.4, 0.4, 0.4, 0.2], True)
-    assert (data.translate, data.cutout, config.holdout_validation) == (0, 0, False)
+    assert (data.translate, data.cutout, data.drop_last, config.holdout_validation) == (0, 0, False, False)
 
 
 def test_impossible_settings_name_their_key():

@@ -17,7 +17,7 @@ def test_darts_and_darts_pt_presets_hold_the_reference_search():
         config = load_config(SupernetConfig, CONFIGS / f"{name}.yaml")
         data, net, w, a = config.data, config.network, config.weights, config.arch
         assert (config.epochs, data.batch_size, data.search_portion) == (50, 64, 0.5)
-        assert (data.augment, data.translate, data.flip, data.cutout) == (True, 4, True, 0)
+        assert (data.augment, data.translate, data.flip, data.cutout, data.drop_last) == (True, 4, True, 0, False)
         assert (net.channels, net.layers, net.weighting, net.shared_cell, tuple(net.ops)) == \
             (16, 8, "softmax", False, SEARCH_OPS)
         assert (w.learning_rate, w.learning_rate_min, w.momentum, w.weight_decay, w.grad_clip) == \

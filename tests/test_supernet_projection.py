@@ -165,3 +165,18 @@ def test_genotype_from_alphas_of_separate_cells():
     genotype = genotype_from_alphas(network)
     assert {op for op, _ in genotype.normal} == {"skip_connect"}
     assert {op for op, _ in genotype.reduce} == {"max_pool_3x3"}
+
+
+def test_a_tie_keeps_the_first_candidate_and_never_none():
+    """Every removal leaves the accuracy unchanged: the first op in candidate order wins, and none, listed
+    last, only wins when every real op's removal helps (darts-pt lists none first and would keep it)."""
+    network = SearchNetwork(1, 2, [OPS] * NUM_EDGES, None, channels=2, layers=1, weighting="softmax")
+    record = decide(network, {"kind": "op", "cell_type": None, "edge": 4}, measure=lambda module: 50.0, env=ENV)
+    assert record["scores"] == [0.0] * 4 and record["kept"] == OPS[0] and "fallback" not in record
+
+
+def test_darts_derivation_breaks_ties_by_the_lower_index():
+    ops = ("max_pool_3x3", "skip_connect", "none")  # a tie must go to the first op, not the last name
+    weights = torch.full((NUM_EDGES, 3), 0.3)
+    genes = derive_cell(weights, [ops] * NUM_EDGES)
+    assert genes[:4] == (("max_pool_3x3", 0), ("max_pool_3x3", 1), ("max_pool_3x3", 0), ("max_pool_3x3", 1))

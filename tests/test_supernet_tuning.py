@@ -7,13 +7,12 @@ import logging
 import pytest
 import torch
 
-from data.loaders import DataConfig
+from data.loaders import build_loaders
 from launch.config import load_config
 from launch.distributed import DistEnv
 from launch.rundir import prepare_run_dir
 from supernet.config import SupernetConfig
 from supernet.search import BilevelSearch
-from data.loaders import build_loaders
 
 ENV = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend=None)
 
