@@ -4,8 +4,8 @@ Per epoch e = 0..E-1:
 
 1. drop-path probability p_e = p * e / E (linear ramp from 0, DARTS);
 2. one pass over the training loader (launch.train.train_epoch: the shared train step with the auxiliary
-   loss L = CE(logits, y) + w_aux * CE(aux_logits, y), gradient clipping, per-step LR schedule, bf16
-   autocast + channels_last on CUDA); with AutoAugment, each batch (flipped and translated by the loader)
+   loss L = CE(logits, y) + w_aux * CE(aux_logits, y), gradient clipping, the LR schedule (per epoch or per
+   step), bf16 autocast + channels_last on CUDA); with AutoAugment, each batch (flipped and translated by the loader)
    goes through the policy and then cutout (the paper's order);
 3. with a held-out validation split: evaluate on it and keep the best epoch's weights (best/);
 4. a checkpoint (launch.checkpoint): model, optimizer, scheduler, epoch, history, best so far, elapsed time.
