@@ -21,15 +21,23 @@ from data.splits import ShardPlan
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training augmentation: horizontal flip, translate by up to ``translate`` px, ``cutout`` px square (0 = off)."""
+    """What a loader does to its uint8 batches (data.augment), in this order: ``resized_crop`` (RandomResizedCrop
+    to that side, 0 = off) or ``center_crop`` (CenterCrop to that side, deterministic, 0 = off), horizontal
+    flip, translate by up to ``translate`` px, ``color_jitter`` (brightness, contrast, saturation, hue;
+    None = off), a ``cutout`` px square (0 = off)."""
 
     flip: bool = False
     translate: int = 0
     cutout: int = 0
+    resized_crop: int = 0
+    center_crop: int = 0
+    color_jitter: tuple[float, float, float, float] | None = None
 
     @property
     def active(self) -> bool:
-        return self.flip or self.translate > 0 or self.cutout > 0
+        """True when anything random happens."""
+        return self.flip or self.translate > 0 or self.cutout > 0 or self.resized_crop > 0 or \
+            self.color_jitter is not None
 
 
 class EpochLoader:

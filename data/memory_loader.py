@@ -51,10 +51,16 @@ class MemoryLoader(EpochLoader):
 
     def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         settings = self.augmentation
+        if settings.resized_crop > 0:
+            images = augment.random_resized_crop(images, settings.resized_crop, generator)
+        elif settings.center_crop > 0:
+            images = augment.center_crop(images, settings.center_crop)
         if settings.flip:
             images = augment.random_flip(images, generator)
         if settings.translate > 0:
             images = augment.random_translate(images, settings.translate, generator)
+        if settings.color_jitter is not None:
+            images = augment.color_jitter(images, settings.color_jitter, generator)
         if settings.cutout > 0:
             images = augment.random_cutout(images, settings.cutout, self.fill, generator)
         return images

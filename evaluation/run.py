@@ -4,8 +4,8 @@ Per epoch e = 0..E-1:
 
 1. drop-path probability p_e = p * e / E (linear ramp from 0, DARTS);
 2. one pass over the training loader (launch.train.train_epoch: the shared train step with the auxiliary
-   loss L = CE(logits, y) + w_aux * CE(aux_logits, y), gradient clipping, per-step LR schedule, bf16
-   autocast + channels_last on CUDA); with AutoAugment, each batch (flipped and translated by the loader)
+   loss L = CE(logits, y) + w_aux * CE(aux_logits, y), gradient clipping, the LR schedule (per epoch or per
+   step), bf16 autocast + channels_last on CUDA); with AutoAugment, each batch (flipped and translated by the loader)
    goes through the policy and then cutout (the paper's order);
 3. with a held-out validation split: evaluate on it and keep the best epoch's weights (best/);
 4. a checkpoint (launch.checkpoint): model, optimizer, scheduler, epoch, history, best so far, elapsed time.
@@ -109,14 +109,14 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     data_config = replace(config.data, cutout=0) if cutout_after_policy else config.data
     loaders = build_loaders(data_config, rank=env.rank, world_size=env.world_size, seed=config.seed, device=device)
     info = loaders.info
-    if cutout_after_policy > min(info.image_size):
-        raise ConfigError(f"cutout {cutout_after_policy} exceeds the {min(info.image_size)}-pixel images",
+    if cutout_after_policy > min(loaders.image_size):
+        raise ConfigError(f"cutout {cutout_after_policy} exceeds the {min(loaders.image_size)}-pixel images",
                           key="data.cutout")
     train_loader = loaders.search_train if config.holdout_validation else loaders.train
     val_loader = loaders.search_val if config.holdout_validation else None
 
     model = build_network(config, genotype, info.num_classes, info.in_channels).to(device)
-    size = model_size(model, (info.in_channels, *info.image_size))
+    size = model_size(model, (info.in_channels, *loaders.image_size))
     to_channels_last(model, device)
     cpu_channels_last = config.cpu_channels_last and device.type != "cuda"
     if cpu_channels_last:
@@ -136,7 +136,8 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     scheduler = build_scheduler(optimizer, optim.schedule, total_steps=config.epochs * steps_per_epoch,
                                 min_lr=optim.min_lr, warmup_steps=optim.warmup_epochs * steps_per_epoch,
-                                power_k=optim.power_k)
+                                power_k=optim.power_k, steps_per_epoch=steps_per_epoch,
+                                per_epoch=optim.schedule_per == "epoch", gamma=optim.gamma)
     criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
 
     checkpoints = CheckpointManager(run_dir, env, keep=config.keep_checkpoints)

@@ -1,11 +1,17 @@
 """The supernet searches: DARTS bilevel training, DARTS-PT projection, and the PertNAS supernet variant.
 
 Bilevel loop (DARTS), per step of an epoch over search-train:
-    1. architecture step on a search-val batch (supernet/architect.py; first or second order), the alpha
-       gradient averaged over ranks so every rank holds the same alphas;
+    1. architecture step (supernet/architect.py; first or second order) on a fresh search-val batch,
+       ``loaders.arch_val``: augmented like training and drawn at random for every step, as DARTS's
+       ``next(iter(valid_queue))``; the alpha gradient is averaged over ranks so every rank holds the same
+       alphas;
     2. weight step on the search-train batch: ``launch.train.train_step`` (SGD, momentum 0.9, wd 3e-4,
-       gradient clipping 5; lr annealed per step by cosine or cosine power annealing) with the alphas
-       frozen, under DDP when distributed (alphas are left out of DDP's gradient all-reduce).
+       gradient clipping 5; lr annealed by cosine or cosine power annealing) with the alphas frozen, under
+       DDP when distributed (alphas are left out of DDP's gradient all-reduce).
+
+DARTS-PT (``method: darts_pt``) then projects (perturb/projection.py) as darts-pt does: the weight
+optimizer is reset at lr/10, and after every group of decisions the supernet is fine-tuned with the same
+bilevel steps (supernet/config.py ProjectionConfig).
 
 Run directory (``save/note``)::
 
@@ -47,7 +53,7 @@ from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
 from launch.train import evaluate, to_channels_last, train_step
 from perturb.measure import SearchValMeasure
-from perturb.projection import decide, projection_plan
+from perturb.projection import decide, fallback_ops, projection_plan
 from space.genotype import Genotype
 from space.search_network import SearchNetwork, normalize_candidates
 from supernet.architect import Architect
@@ -112,13 +118,14 @@ class BilevelSearch:
                                                 momentum=w.momentum, weight_decay=w.weight_decay)
         self.steps_per_epoch = len(loaders.search_train)
         self.scheduler = build_scheduler(self.weight_optimizer, w.schedule, total_steps=cfg.epochs * self.steps_per_epoch,
-                                         min_lr=w.learning_rate_min, power_k=w.power_k)
+                                         min_lr=w.learning_rate_min, power_k=w.power_k,
+                                         steps_per_epoch=self.steps_per_epoch, per_epoch=w.schedule_per == "epoch")
         a = cfg.arch
         self.arch_optimizer = torch.optim.Adam(self.network.arch_parameters(), lr=a.learning_rate,
                                                betas=(a.beta1, a.beta2), weight_decay=a.weight_decay)
         self.architect = Architect(self.network, self.weight_optimizer, self.arch_optimizer,
                                    second_order=a.second_order, eps_scale=a.eps_scale)
-        self.val_stream = BatchStream(loaders.search_val)
+        self.val_stream = BatchStream(loaders.arch_val)
         self.checkpoints = CheckpointManager(run_dir, env, keep=2)
         self.pictures = cfg.pictures and env.is_main
         self.state = {"phase": "train", "epoch": 0, "history": [], "projection": None, "elapsed_s": 0.0}
@@ -186,22 +193,26 @@ class BilevelSearch:
             self.state["phase"] = "project" if cfg.method == "darts_pt" else "done"
         return True
 
+    def _bilevel_step(self, images: torch.Tensor, labels: torch.Tensor, *, update_alphas: bool,
+                      scheduler=None) -> dict:
+        """One step of the bilevel loop (module docstring): an architecture step on the next search-val
+        batch (if ``update_alphas``), then a weight step on ``(images, labels)`` with the alphas frozen."""
+        if update_alphas:
+            self.architect.step((images, labels), self.val_stream.next_batch())
+        with frozen(self.network.arch_parameters()):
+            return train_step(self.model, images, labels, self.weight_optimizer,
+                              grad_clip=self.cfg.weights.grad_clip, scheduler=scheduler)
+
     def _train_epoch(self, epoch: int) -> None:
         cfg, env = self.cfg, self.env
         update_alphas = epoch >= cfg.arch.warmup_epochs
         loader = self.loaders.search_train
         loader.set_epoch(epoch)
-        alphas = self.network.arch_parameters()
         self.model.train()
         sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
         bar = progress(loader, env, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch, leave=False)
         for images, labels in bar:
-            val_batch = self.val_stream.next_batch()
-            if update_alphas:
-                self.architect.step((images, labels), val_batch)
-            with frozen(alphas):
-                result = train_step(self.model, images, labels, self.weight_optimizer,
-                                    grad_clip=cfg.weights.grad_clip, scheduler=self.scheduler)
+            result = self._bilevel_step(images, labels, update_alphas=update_alphas, scheduler=self.scheduler)
             n = labels.shape[0]
             sums += torch.tensor([result["loss"] * n, result["top1"] * n / 100.0, n], dtype=torch.float64)
         sums = all_reduce_sum(sums.to(env.device)).cpu()
@@ -250,8 +261,10 @@ class BilevelSearch:
     # ---- DARTS-PT projection ---------------------------------------------------------------------
     def projection_batches(self) -> list[Batch]:
         """The search-val batches every projection decision is measured on: this rank's first
-        ``projection.val_batches`` batches, gathered from all ranks so every rank measures the same data."""
-        local = self.fixed_val_batches(self.cfg.projection.val_batches)
+        ``projection.val_batches`` batches (null: all of them), gathered from all ranks so every rank
+        measures the same data."""
+        count = self.cfg.projection.val_batches
+        local = self.fixed_val_batches(len(self.loaders.search_val) if count is None else count)
         return [(all_gather_cat(images), all_gather_cat(labels)) for images, labels in local]
 
     def calibration_batches(self) -> list[Batch]:
@@ -263,33 +276,59 @@ class BilevelSearch:
             local = list(stream.take(self.cfg.projection.calibration_batches))
         return [(all_gather_cat(images), all_gather_cat(labels)) for images, labels in local]
 
+    def tuning_plan(self, plan: list[dict]) -> tuple[int, int]:
+        """(steps of one tuning epoch, tuning epochs of the whole projection) for ``plan``."""
+        p = self.cfg.projection
+        epoch_steps = p.tune_epoch_steps if p.tune_epoch_steps is not None else self.steps_per_epoch
+        groups = sum(1 for decision in plan if decision["tune_after"])
+        return epoch_steps, p.tune_epochs * max(groups - 1, 0) + p.final_tune_epochs
+
+    def tune_lr(self, tuning_epoch: int, total_epochs: int) -> float:
+        """The weights' learning rate in tuning epoch ``tuning_epoch`` (0-based) of ``total_epochs``:
+        constant tune_lr, or cosine from tune_lr to weights.learning_rate_min (ProjectionConfig)."""
+        p, w = self.cfg.projection, self.cfg.weights
+        lr = p.tune_lr if p.tune_lr is not None else w.learning_rate / 10
+        if p.tune_schedule == "constant":
+            return lr
+        return w.learning_rate_min + (lr - w.learning_rate_min) * 0.5 * (
+            1.0 + math.cos(math.pi * tuning_epoch / max(total_epochs, 1)))
+
+    def _reset_weight_optimizer(self, lr: float) -> None:
+        """darts-pt's ``reset_optimizer``: a fresh SGD (no momentum buffers) at ``lr``, momentum and weight
+        decay of ``weights``; the architect's virtual step reads it from now on."""
+        w = self.cfg.weights
+        self.weight_optimizer = torch.optim.SGD(self.network.weight_parameters(), lr=lr, momentum=w.momentum,
+                                                weight_decay=w.weight_decay)
+        self.architect.weight_optimizer = self.weight_optimizer
+
     def project(self) -> None:
-        """DARTS-PT (perturb/projection.py): every decision, with fine-tuning in between; a checkpoint after each."""
+        """DARTS-PT (perturb/projection.py): every decision, fine-tuning after each group; a checkpoint after
+        each decision (a restart redoes the decision and tuning in flight, with the same result)."""
         cfg, env = self.cfg, self.env
         if self.state["phase"] != "project":
             return
         if self.state["projection"] is None:
             plan = projection_plan(self.network, cfg.seed)
-            self.state["projection"] = {"plan": plan, "done": 0, "records": [],
+            self.state["projection"] = {"plan": plan, "done": 0, "records": [], "tuned_steps": 0,
                                         "tune_stream": {"epoch": cfg.epochs, "batch_in_epoch": 0}}
+            self._reset_weight_optimizer(self.tune_lr(0, self.tuning_plan(plan)[1]))
         projection = self.state["projection"]
         measure = SearchValMeasure(self.projection_batches(), measurement=cfg.projection.measurement,
                                    calibration=self.calibration_batches(), env=env)  # the same data on every rank
         tune_stream = BatchStream(self.loaders.search_train)
         tune_stream.restore(projection["tune_stream"])
-        tune_steps = cfg.projection.tune_steps
-        if tune_steps is None:
-            tune_steps = cfg.projection.tune_epochs * self.steps_per_epoch
-        tune_lr = cfg.projection.tune_lr if cfg.projection.tune_lr is not None else cfg.weights.learning_rate / 10
         plan = projection["plan"]
+        epoch_steps, total_epochs = self.tuning_plan(plan)
         while projection["done"] < len(plan):
             index = projection["done"]
             decision = plan[index]
             record = decide(self.model, decision, measure=measure, env=env)
             projection["records"].append(record)
             self.log.info("projection %d/%d: %s", index + 1, len(plan), _describe(record))
-            if index + 1 < len(plan):
-                self._tune(tune_stream, tune_steps, tune_lr)
+            if decision["tune_after"]:
+                last = index + 1 == len(plan)
+                epochs = cfg.projection.final_tune_epochs if last else cfg.projection.tune_epochs
+                self._tune(tune_stream, epochs * epoch_steps, epoch_steps, total_epochs)
             projection["done"] = index + 1
             projection["tune_stream"] = tune_stream.state()
             if self.metrics is not None and "reference" in record:
@@ -297,23 +336,39 @@ class BilevelSearch:
             if projection["done"] == len(plan):
                 self.state["phase"] = "done"
             self.save()
-            self._pictures(genotype_from_alphas(self.network), f"project_{index + 1:03d}",
-                           f"projection {index + 1}: {_describe(record)}")
+            if self.pictures:
+                try:  # an edge that kept none leaves its node with one edge until the node decision
+                    genotype = genotype_from_alphas(self.network)
+                except ValueError:
+                    continue
+                self._pictures(genotype, f"project_{index + 1:03d}", f"projection {index + 1}: {_describe(record)}")
         tune_stream.close()
 
-    def _tune(self, stream: BatchStream, steps: int, lr: float) -> None:
-        """Fine-tune the weights ``steps`` steps at constant ``lr`` (alphas frozen), on every rank with DDP."""
-        for group in self.weight_optimizer.param_groups:
-            group["lr"] = lr
+    def _tune(self, stream: BatchStream, steps: int, epoch_steps: int, total_epochs: int) -> None:
+        """Fine-tune ``steps`` bilevel steps on every rank (DDP), the learning rate set per tuning epoch
+        (:meth:`tune_lr`); alphas move too unless ``projection.arch_steps`` is false."""
+        projection = self.state["projection"]
+        update_alphas = self.cfg.projection.arch_steps
         self.model.train()
-        with frozen(self.network.arch_parameters()):
-            for images, labels in stream.take(steps):
-                train_step(self.model, images, labels, self.weight_optimizer, grad_clip=self.cfg.weights.grad_clip)
+        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
+        for images, labels in stream.take(steps):
+            lr = self.tune_lr(projection["tuned_steps"] // epoch_steps, total_epochs)
+            for group in self.weight_optimizer.param_groups:
+                group["lr"] = lr
+            result = self._bilevel_step(images, labels, update_alphas=update_alphas)
+            projection["tuned_steps"] += 1
+            n = labels.shape[0]
+            sums += torch.tensor([result["loss"] * n, result["top1"] * n / 100.0, n], dtype=torch.float64)
+        if steps:
+            self.log.info("tuned %d steps (%d of %d tuning epochs of %d steps done), lr %.5f: train loss %.4f "
+                          "top1 %.2f%% (this rank)", steps, projection["tuned_steps"] // epoch_steps, total_epochs,
+                          epoch_steps, self.weight_optimizer.param_groups[0]["lr"],
+                          sums[0].item() / sums[2].item(), 100.0 * sums[1].item() / sums[2].item())
 
     # ---- the end ---------------------------------------------------------------------------------
     def genotype(self) -> Genotype:
         if self.cfg.method == "darts_pt":
-            return genotype_from_masks(self.network)
+            return genotype_from_masks(self.network, fallback_ops(self.state["projection"]["records"]))
         return genotype_from_alphas(self.network)
 
     def finish(self, genotype: Genotype) -> None:
@@ -345,7 +400,8 @@ class BilevelSearch:
 def _describe(record: dict) -> str:
     where = f"{record['cell_type']} " if record.get("cell_type") else ""
     if record["kind"] == "op":
-        return f"{where}edge {record['edge']} keeps {record['kept']}"
+        fallback = f" (in a genotype: {record['fallback']})" if record.get("fallback") else ""
+        return f"{where}edge {record['edge']} keeps {record['kept']}{fallback}"
     return f"{where}node {record['node']} keeps edges {record['kept']}"
 
 
