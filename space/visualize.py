@@ -70,8 +70,8 @@ def draw_genotype(genotype: Genotype, path: str | Path, caption: str = "", fmt: 
         _add_cell(graph, genotype.normal, genotype.normal_concat, "n", "normal cell")
         _add_cell(graph, genotype.reduce, genotype.reduce_concat, "r", "reduction cell")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # the folder too: an output path under a file, or under /proc, is the user's to fix
+        path.parent.mkdir(parents=True, exist_ok=True)
         written = graph.render(filename=path.with_suffix("").name, directory=str(path.parent), cleanup=True)
     except (graphviz.ExecutableNotFound, graphviz.CalledProcessError, OSError) as error:
         raise VisualizeError(f"graphviz could not draw {path}: {error}") from None
