@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.noise and args.models is None:
         raise NoSurrogateError("--noise needs --models DIR (the surrogate folder)")
+    if args.seed < 0:  # numpy's default_rng takes any non-negative integer
+        raise UserInputError(f"--seed must not be negative, got {args.seed}")
     records = score(args)
     print(json.dumps(records, indent=2) if args.json else format_text(records))
     if args.models is None:
