@@ -269,8 +269,8 @@ def _find_idx(root: Path, file_name: str) -> Path | None:
 def read_idx(path: Path) -> np.ndarray:
     """Parse an IDX file (gzip or not): big-endian magic 0x00 0x00 0x08 ndim, ndim uint32 sizes, uint8 data.
 
-    The header is checked before the data is read: at least one dimension, and exactly prod(sizes) bytes
-    of data after it (at most :data:`MAX_IDX_BYTES`), so a lying header is one clear error.
+    The header is checked before the data is read: at least one dimension, none empty, and exactly
+    prod(sizes) bytes of data after it (at most :data:`MAX_IDX_BYTES`), so a lying header is one clear error.
     """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -286,6 +286,8 @@ def read_idx(path: Path) -> np.ndarray:
                 raise DataError(f"{path}: truncated IDX header")
             shape = tuple(int(v) for v in np.frombuffer(sizes, dtype=">u4"))
             count = math.prod(shape)  # Python ints: no wrap-around
+            if count == 0:
+                raise DataError(f"{path}: the header says {shape}: no data")
             if count > MAX_IDX_BYTES:
                 raise DataError(f"{path}: the header says {shape}, {count} bytes: more than an IDX data set here "
                                 f"may hold ({MAX_IDX_BYTES})")
@@ -306,7 +308,7 @@ def read_idx_pair(root: Path, name: str, split: Split) -> ArrayDataset:
         raise DataError(f"{name}: put {image_name}.gz and {label_name}.gz (from {IDX_URLS[name]}) in {root}, "
                         "or pass --download")
     images, labels = read_idx(paths[0]), read_idx(paths[1])
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or 0 in images.shape:
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"{name}: {paths[0].name} {images.shape} does not match {paths[1].name} {labels.shape}")
     sources = {p.name: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
     return ArrayDataset(np.ascontiguousarray(images[..., None]), labels.astype(np.int64), IDX_CLASSES[name], sources)
