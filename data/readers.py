@@ -162,7 +162,8 @@ def read_cifar(root: Path, name: str, split: Split, expected_md5: str | None = "
     folder = root if (root / source.meta_member).is_file() else root / source.folder
     members = source.train_members if split == "train" else source.test_members
     if folder.is_dir():
-        payloads = {m: _read_checked_member(folder / m, member_sums.get(m), source) for m in (*members, source.meta_member)}
+        payloads = {m: _read_checked_member(folder / m, member_sums.get(m), source)
+                    for m in (*members, source.meta_member)}
         sources = {f"{source.folder}/{m}": "md5:" + member_sums[m] for m in payloads}
     elif archive.is_file():
         actual = file_md5(archive)
@@ -360,7 +361,8 @@ def read_image_folder(root: Path, split: Split, image_size: int) -> ArrayDataset
         try:
             with Image.open(path) as image:
                 images[row] = np.asarray(_square_resize(image.convert("RGB"), image_size))
-        except (OSError, UnidentifiedImageError) as error:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError,
+                EOFError) as error:  # Pillow reports some broken files as SyntaxError / ValueError
             raise DataError(f"imagefolder: cannot read {path} ({error})") from None
     labels = np.array([label for _, label in files], dtype=np.int64)
     return ArrayDataset(images, labels, classes, {str(split_dir): f"files:{len(files)}"})

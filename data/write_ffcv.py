@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.max_resolution is not None and args.max_resolution < 1:
         raise DataError(f"--max-resolution must be at least 1, got {args.max_resolution}")
+    if args.num_workers == 0 or args.num_workers < -1:
+        raise DataError(f"--num-workers must be at least 1 (or -1: all cores), got {args.num_workers}")
     if args.check:
         paths = verify_betons(args.out, args.dataset)
         print(f"ok: {', '.join(str(p) for p in paths.values())} match {metadata_path(args.out, args.dataset)}")

@@ -20,7 +20,9 @@ The member files are pickles. They are never given to :func:`pickle.load`: the r
 pickle can build nothing but a record of the Booster's state dict (BUILD reaches that record only, never
 a stand-in, and length fields are checked against the file). The Booster is then rebuilt by the installed
 xgboost from the raw model bytes in that dict (``state["handle"]``). Any other global refuses the file
-before anything runs.
+before anything runs. Some corrupt model bytes crash xgboost itself (a segfault in its unserialiser), so
+the members are first read by xgboost in a child process (:func:`probe_members`); a crash there is one
+line here, and only models that passed are read into this process.
 """
 from __future__ import annotations
 
@@ -290,8 +292,8 @@ def check_model_config(model_config: Mapping[str, Any], folder: Path) -> None:
     """Refuse a surrogate that is not an xgb ensemble fed the ``get_array()`` vector."""
     model = model_config.get("model")
     if model not in SUPPORTED_MODELS:
-        raise SurrogateModelError(f"{folder}: model_config.json has model {short_repr(model)}; only the xgboost surrogate "
-                                  f"({', '.join(SUPPORTED_MODELS)}, e.g. nb_models/xgb_v1.0) can be read")
+        raise SurrogateModelError(f"{folder}: model_config.json has model {short_repr(model)}; only the xgboost "
+                                  f"surrogate ({', '.join(SUPPORTED_MODELS)}, e.g. nb_models/xgb_v1.0) can be read")
     for flag in ENCODING_FLAGS:
         if model_config.get(flag):
             raise SurrogateModelError(f"{folder}: model_config.json sets {flag} = {short_repr(model_config[flag])}, "
