@@ -20,12 +20,12 @@ from evaluation.recipe import EvalConfig
 from evaluation.run import train_one_seed, train_seeds
 from launch.config import SEED_LIMIT, add_override_argument, load_config, parse_overrides
 from launch.distributed import init_distributed, shutdown_distributed
-from launch.errors import UserInputError, cli_entry
+from launch.errors import ArgumentParser, UserInputError, cli_entry
 from space.genotype import builtin_names, genotype_name, load_genotype
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="train_eval.py",
         description="Retrain a DARTS-space genotype from scratch (one GPU, many under torchrun, or the CPU) "
                     "and write report.json (params, multiply-adds, final and best-on-validation accuracies, "

@@ -16,13 +16,13 @@ if __package__ in (None, ""):
 from data.beton import metadata_path, verify_betons, write_beton, write_dataset  # noqa: E402  (re-exported)
 from data.errors import DataError  # noqa: E402
 from data.info import ALL_DATASETS  # noqa: E402
-from launch.errors import cli_entry  # noqa: E402
+from launch.errors import ArgumentParser, cli_entry  # noqa: E402
 
 __all__ = ["write_beton", "write_dataset", "main"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="data/write_ffcv.py",
         description="Write NAME_train.beton, NAME_test.beton and NAME_metadata.json (classes, counts, image "
                     "shape, channel mean/std, source checksums, sha256 of each .beton) for one data set.")

@@ -9,9 +9,10 @@ its traceback.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -37,6 +38,15 @@ def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
         raise SystemExit(2) from None
 
     return wrapper
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors (an unknown flag, ``--npop abc``) are one line and exit status 2 too,
+    like every other bad input, instead of the usage block; ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {' '.join(message.split())} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def describe_os_error(error: OSError) -> str:

@@ -16,7 +16,7 @@ from typing import Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.errors import UserInputError, cli_entry  # noqa: E402
+from launch.errors import ArgumentParser, UserInputError, cli_entry  # noqa: E402
 from space.genotype import INPUT_NODES, Genotype, genotype_name, load_genotype  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
@@ -79,7 +79,7 @@ def draw_genotype(genotype: Genotype, path: str | Path, caption: str = "", fmt: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Draw the cells of genotypes with graphviz.")
+    parser = ArgumentParser(description="Draw the cells of genotypes with graphviz.")
     parser.add_argument("genotypes", nargs="+", metavar="GENOTYPE",
                         help="a genotype JSON file, a legacy Genotype(...) text file, or a built-in name "
                              "(DARTS_V2, PERTNAS_EVOLUTIONARY, PERTNAS_SUPERNET)")

@@ -466,3 +466,18 @@ def test_the_fingerprint_ignores_where_the_data_is_and_compares_what_changes_res
     other = load_config(EvalConfig, None, ["data.batch_size=7"])
     with pytest.raises(ResumeMismatchError, match="data.batch_size = 96, this run has data.batch_size = 7"):
         check_fingerprint(tmp_path, result_fingerprint(other, sections), is_main=True)
+
+
+@pytest.mark.parametrize("module, args", [
+    ("search_evolutionary", ["--npop", "abc"]),
+    ("search_supernet", ["--method", "nope"]),
+    ("train_eval", []),
+    ("data.write_ffcv", ["--dataset", "nope", "--out", "x"]),
+    ("nasbench301_eval.score", ["DARTS_V2", "--seed", "1.5"]),
+    ("space.visualize", ["DARTS_V2", "--format", "gif"]),
+])
+def test_a_malformed_command_line_is_one_line_too(capsys, module, args):
+    import importlib
+
+    line = one_line_exit_2(importlib.import_module(module).main, args, capsys)
+    assert "(see --help)" in line
