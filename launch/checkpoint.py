@@ -10,9 +10,9 @@ and the payload is ``{"format": 1, "step": s, "world_size": W, "rng": [state of 
 anything is deserialised (:class:`CheckpointCorrupt`: skipped, with a warning, by ``load_latest``), and
 deserialising uses ``torch.load(weights_only=True)`` (no arbitrary pickles). A file that passes its checksum
 is then checked for structure (the layout above, every RNG entry, the keys and types the caller expects);
-one that fails, or whose state does not fit the run (another architecture's weights: see :func:`load_model_state`
-and :meth:`CheckpointManager.restoring`), raises :class:`CheckpointInvalid`, one line, before the caller
-changes anything.
+one that fails, or whose state does not fit the run (another architecture's weights: see
+:func:`load_model_state` and :meth:`CheckpointManager.restoring`), raises :class:`CheckpointInvalid`, one
+line, before the caller changes anything.
 
 Saving is collective (every rank calls :meth:`CheckpointManager.save`): each rank serialises its own RNG
 state (Python random, numpy, torch CPU/CUDA) to bytes, the byte tensors are all-gathered to rank 0, and
@@ -132,7 +132,7 @@ def decode_checkpoint(data: bytes, name: str = "checkpoint") -> dict:
 
 def payload_problem(payload: object) -> str | None:
     """What makes ``payload`` not the layout of the module docstring, or None (RNG entries included)."""
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+    if not isinstance(payload, dict) or type(payload.get("format")) is not int or payload["format"] != FORMAT_VERSION:
         return "has an unknown layout"
     step, world_size, rng, state = (payload.get(key) for key in ("step", "world_size", "rng", "state"))
     if type(step) is not int or step < 0:

@@ -76,7 +76,8 @@ def rng_state_problem(state: object) -> str | None:
             and _is_tensor(python.get("state"), torch.int64, 625)
             and (python.get("gauss_next") is None or type(python.get("gauss_next")) is float)):
         return "a malformed python entry"
-    if not (isinstance(numpy_state, dict) and numpy_state.get("kind") == "MT19937"
+    if not (isinstance(numpy_state, dict) and isinstance(numpy_state.get("kind"), str)
+            and numpy_state["kind"] == "MT19937"
             and _is_tensor(numpy_state.get("keys"), torch.int64, 624)
             and type(numpy_state.get("position")) is int and type(numpy_state.get("has_gauss")) is int
             and type(numpy_state.get("cached_gaussian")) is float):

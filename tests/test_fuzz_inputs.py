@@ -340,8 +340,9 @@ def test_any_checksum_valid_checkpoint_is_a_state_or_one_user_error(tmp_path_fac
                                     st.builds(lambda key, value: {**rng, key: value},
                                               st.sampled_from(["python", "numpy", "torch", "cuda"]), STATE_VALUES)))
     payload = data.draw(st.one_of(
-        st.fixed_dictionaries({"format": st.sampled_from([1, 2, "1"]), "step": st.sampled_from([0, 3, -1, "3"]),
-                               "world_size": st.sampled_from([1, 2, 0]),
+        st.fixed_dictionaries({"format": st.sampled_from([1, 2, "1"]) | STATE_VALUES,
+                               "step": st.sampled_from([0, 3, -1, "3"]) | STATE_VALUES,
+                               "world_size": st.sampled_from([1, 2, 0]) | STATE_VALUES,
                                "rng": st.one_of(st.just([rng_entry]), st.lists(STATE_VALUES, max_size=2)),
                                "state": st.one_of(st.fixed_dictionaries(
                                    {"model": STATE_VALUES, "optimizer": STATE_VALUES, "epoch": STATE_VALUES}),
