@@ -38,6 +38,9 @@ from data.splits import ShardPlan, search_split
 __all__ = ["DataConfig", "Loaders", "build_loaders", "BatchStream", "ffcv_available"]
 
 Backend = Literal["auto", "ffcv", "memory"]
+# No image here is larger (CIFAR 32, MNIST 28, ImageNet-style folders resized to ~224): a larger size,
+# crop padding or cutout square is a typo that would only exhaust memory.
+MAX_IMAGE_SIDE = 1024
 # Random streams of the five loaders (data.splits.ShardPlan.stream).
 _STREAMS = {"search_train": 1, "search_val": 2, "train": 3, "test": 4, "arch_val": 5}
 SUBSET_STREAM = 6  # the random stream of a seeded training subset
@@ -105,15 +108,17 @@ class DataConfig:
               f"train_subset must be >= 2 or None, got {self.train_subset}")
         check(self.train_subset_seed is None or (isinstance(self.train_subset_seed, int) and self.train_subset_seed >= 0),
               f"train_subset_seed must be a non-negative integer or None, got {self.train_subset_seed}")
-        check(isinstance(self.cutout, int) and self.cutout >= 0, f"cutout must be >= 0, got {self.cutout}")
-        check(isinstance(self.translate, int) and self.translate >= 0, f"translate must be >= 0, got {self.translate}")
+        check(isinstance(self.cutout, int) and 0 <= self.cutout <= MAX_IMAGE_SIDE,
+              f"cutout must be in 0..{MAX_IMAGE_SIDE}, got {self.cutout}")
+        check(isinstance(self.translate, int) and 0 <= self.translate <= MAX_IMAGE_SIDE,
+              f"translate must be in 0..{MAX_IMAGE_SIDE}, got {self.translate}")
         check(self.flip in (None, True, False), f"flip must be true, false or null, got {self.flip!r}")
         check(isinstance(self.num_workers, int) and self.num_workers >= 1,
               f"num_workers must be >= 1, got {self.num_workers}")
-        check(self.image_size is None or (isinstance(self.image_size, int) and self.image_size >= 1),
-              f"image_size must be >= 1 or None, got {self.image_size}")
-        check(self.crop_size is None or (isinstance(self.crop_size, int) and self.crop_size >= 1),
-              f"crop_size must be >= 1 or None, got {self.crop_size}")
+        check(self.image_size is None or (isinstance(self.image_size, int) and 1 <= self.image_size <= MAX_IMAGE_SIDE),
+              f"image_size must be in 1..{MAX_IMAGE_SIDE} or None, got {self.image_size}")
+        check(self.crop_size is None or (isinstance(self.crop_size, int) and 1 <= self.crop_size <= MAX_IMAGE_SIDE),
+              f"crop_size must be in 1..{MAX_IMAGE_SIDE} or None, got {self.crop_size}")
         check(self.color_jitter is None or (len(self.color_jitter) == 4 and min(self.color_jitter) >= 0
                                             and self.color_jitter[3] <= 0.5),
               f"color_jitter must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, "

@@ -74,8 +74,8 @@ class OptimConfig:
             raise ConfigError(f"must be positive (got {self.lr})", key="lr")
         if not 0 <= self.min_lr <= self.lr:
             raise ConfigError(f"must be in [0, lr] (got {self.min_lr})", key="min_lr")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
+        if self.weight_decay < 0:  # momentum: launch.config.SHARED_RULES
+            raise ConfigError(f"must not be negative (got {self.weight_decay})", key="weight_decay")
         if self.schedule == "cosine_power" and self.power_k < 1:
             raise ConfigError(f"must be >= 1 (got {self.power_k})", key="power_k")
         if not 0 < self.gamma <= 1:

@@ -16,7 +16,7 @@ from typing import Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.errors import UserInputError, cli_entry  # noqa: E402
+from launch.errors import ArgumentParser, UserInputError, cli_entry  # noqa: E402
 from space.genotype import INPUT_NODES, Genotype, genotype_name, load_genotype  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
@@ -70,8 +70,8 @@ def draw_genotype(genotype: Genotype, path: str | Path, caption: str = "", fmt: 
         _add_cell(graph, genotype.normal, genotype.normal_concat, "n", "normal cell")
         _add_cell(graph, genotype.reduce, genotype.reduce_concat, "r", "reduction cell")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # the folder too: an output path under a file, or under /proc, is the user's to fix
+        path.parent.mkdir(parents=True, exist_ok=True)
         written = graph.render(filename=path.with_suffix("").name, directory=str(path.parent), cleanup=True)
     except (graphviz.ExecutableNotFound, graphviz.CalledProcessError, OSError) as error:
         raise VisualizeError(f"graphviz could not draw {path}: {error}") from None
@@ -79,7 +79,7 @@ def draw_genotype(genotype: Genotype, path: str | Path, caption: str = "", fmt: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Draw the cells of genotypes with graphviz.")
+    parser = ArgumentParser(description="Draw the cells of genotypes with graphviz.")
     parser.add_argument("genotypes", nargs="+", metavar="GENOTYPE",
                         help="a genotype JSON file, a legacy Genotype(...) text file, or a built-in name "
                              "(DARTS_V2, PERTNAS_EVOLUTIONARY, PERTNAS_SUPERNET)")

@@ -21,7 +21,7 @@ Run directory (``save/note``)::
     cells/progress.gif         all of the above, animated
     heatmaps/epoch_<e>.png     softmax(alpha) per edge and op (PIL); heatmaps/project_<i>.png
     genotype.json, alphas.json, projection.json (DARTS-PT decisions), summary.json
-    config.yaml, log.txt (log.rank<r>.txt), metrics.jsonl, tensorboard/
+    config.yaml, fingerprint.json (launch/fingerprint.py), log.txt (log.rank<r>.txt), metrics.jsonl, tensorboard/
 
 Every rank logs a digest of its alphas after every epoch, so identical alphas across ranks can be checked
 from the log files.
@@ -44,11 +44,12 @@ import torch.nn as nn
 
 from data.loaders import BatchStream, Loaders, build_loaders
 from launch.atomic import write_json_atomically
-from launch.checkpoint import CheckpointManager
+from launch.checkpoint import CheckpointManager, load_model_state
 from launch.config import config_to_dict
 from launch.distributed import (DistEnv, all_gather_cat, all_reduce_sum, broadcast_tensor, init_distributed,
                                 shutdown_distributed, wrap_ddp)
-from launch.rundir import MetricsLogger, get_logger, prepare_run_dir, progress
+from launch.fingerprint import check_fingerprint, result_fingerprint, write_fingerprint
+from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir, progress
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
 from launch.train import evaluate, to_channels_last, train_step
@@ -62,6 +63,12 @@ from supernet.derive import genotype_from_alphas, genotype_from_masks
 from supernet.pictures import make_gif, save_heatmap
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+#: The config fields a search's results depend on (its fingerprint): a resume must match them.
+RESULT_SECTIONS = ("method", "seed", "epochs", "eval_batches", "data", "network", "weights", "arch", "projection",
+                   "pertnas")
+#: What every checkpoint's state holds (checked when it is loaded).
+CHECKPOINT_STATE = {"search": str, "model": dict, "masks": dict, "weight_optimizer": dict, "arch_optimizer": dict,
+                    "scheduler": dict, "val_stream": dict}
 
 
 @contextlib.contextmanager
@@ -158,16 +165,21 @@ class BilevelSearch:
                 for _, path in self.checkpoints.list_checkpoints():
                     path.unlink(missing_ok=True)
             return False
-        saved = self.checkpoints.load_latest()
+        saved = self.checkpoints.load_latest(expect=CHECKPOINT_STATE)
         if saved is None:
             return False
-        self.state = json.loads(saved["search"])
-        self.network.load_mask_state(saved["masks"])
-        self.network.load_state_dict(saved["model"])
-        self.weight_optimizer.load_state_dict(saved["weight_optimizer"])
-        self.arch_optimizer.load_state_dict(saved["arch_optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.val_stream.restore(saved["val_stream"])
+        source = str(self.checkpoints.loaded_path)
+        with self.checkpoints.restoring():
+            state = json.loads(saved["search"])
+            if not _search_state_ok(state, self.cfg.epochs):
+                raise ValueError("the search state is malformed")
+            self.network.load_mask_state(saved["masks"])
+            load_model_state(self.network, saved["model"], source=source)
+            self.weight_optimizer.load_state_dict(saved["weight_optimizer"])
+            self.arch_optimizer.load_state_dict(saved["arch_optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            self.val_stream.restore(saved["val_stream"])
+        self.state = state
         self._started = time.time() - self.state["elapsed_s"]
         self.log.info("resumed from checkpoint %d (phase %s, epoch %d)", self._checkpoint_step(),
                       self.state["phase"], self.state["epoch"])
@@ -397,6 +409,20 @@ class BilevelSearch:
         self.log.info("genotype: %s", genotype)
 
 
+def _search_state_ok(state: object, epochs: int) -> bool:
+    """Whether a checkpoint's search state has the layout :class:`BilevelSearch` writes."""
+    if not (isinstance(state, dict) and state.get("phase") in ("train", "project", "done")
+            and type(state.get("epoch")) is int and 0 <= state["epoch"] <= epochs
+            and isinstance(state.get("history"), list) and isinstance(state.get("elapsed_s"), (int, float))):
+        return False
+    projection = state.get("projection")
+    return projection is None or (isinstance(projection, dict) and isinstance(projection.get("plan"), list)
+                                  and type(projection.get("done")) is int
+                                  and 0 <= projection["done"] <= len(projection["plan"])
+                                  and isinstance(projection.get("records"), list)
+                                  and isinstance(projection.get("tune_stream"), dict))
+
+
 def _describe(record: dict) -> str:
     where = f"{record['cell_type']} " if record.get("cell_type") else ""
     if record["kind"] == "op":
@@ -417,16 +443,24 @@ def run_supernet_search(cfg: SupernetConfig) -> Genotype | None:
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        run_dir = prepare_run_dir(Path(cfg.save) / cfg.note, env, cfg)
+        run_dir = make_run_dir(Path(cfg.save) / cfg.note, env)
+        fingerprint = result_fingerprint(cfg, RESULT_SECTIONS)
+        if cfg.resume:  # before anything in the run dir changes
+            check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)
         log = get_logger("search_supernet", env, run_dir)
         log.info("supernet search (%s) on %d rank(s), device %s, run dir %s", cfg.method, env.world_size,
                  env.device, run_dir)
-        metrics = MetricsLogger(run_dir, env)
         if cfg.method == "pertnas":
+            prepare_run_dir(run_dir, env, cfg)
+            write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
+            metrics = MetricsLogger(run_dir, env)
             return run_pertnas_supernet(cfg, env, run_dir, log, metrics)
         loaders = build_loaders(cfg.data, rank=env.rank, world_size=env.world_size, seed=cfg.seed, device=env.device)
-        search = BilevelSearch(cfg, env, loaders, run_dir, log, metrics)
-        search.resume(cfg.resume)
+        search = BilevelSearch(cfg, env, loaders, run_dir, log, None)
+        search.resume(cfg.resume)  # a checkpoint that does not fit is refused here, before config.yaml moves
+        prepare_run_dir(run_dir, env, cfg)
+        write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
+        metrics = search.metrics = MetricsLogger(run_dir, env)
         if not search.train(stop_after=cfg.stop_after_epochs):
             return None
         search.project()
