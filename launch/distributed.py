@@ -13,11 +13,12 @@ unconditionally. None of them pickles: only tensors travel.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -282,6 +283,39 @@ def broadcast_tensors(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
             for tensor in group:
                 tensor.copy_(flat[offset:offset + tensor.numel()].view_as(tensor))
                 offset += tensor.numel()
+
+
+@contextlib.contextmanager
+def synced_batchnorm(model: torch.nn.Module, enabled: bool = True) -> Iterator[torch.nn.Module]:
+    """Inside the block every BatchNorm of ``model`` is a SyncBatchNorm sharing the same parameter and buffer
+    tensors, so a DDP-trained network normalises over the whole batch of all ranks, as one rank would;
+    on exit the original modules are back (with the trained values, since the tensors are shared).
+
+    Only for training phases in which every rank runs the same forward passes: a SyncBatchNorm in train
+    mode all-reduces in every forward. torch's SyncBatchNorm runs on CUDA only; ``enabled=False`` (the
+    CPU, or a world of one) leaves the model unchanged.
+    """
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+    if enabled:
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
+                        child, torch.nn.SyncBatchNorm):
+                    synced = torch.nn.SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                                    child.track_running_stats)
+                    synced.weight, synced.bias = child.weight, child.bias
+                    synced.running_mean, synced.running_var = child.running_mean, child.running_var
+                    synced.num_batches_tracked = child.num_batches_tracked
+                    synced.train(child.training)
+                    setattr(parent, name, synced)
+                    swapped.append((parent, name, child))
+    try:
+        yield model
+    finally:
+        for parent, name, child in reversed(swapped):
+            synced = getattr(parent, name)
+            child.train(synced.training)
+            setattr(parent, name, child)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -101,6 +101,9 @@ class SearchConfig:
     adaptive_rounds: up to this many rounds of val_batches search-val batches per decision, measured
     while the decision is inside noise (1 = a fixed measurement). confidence_z: a decision is separated
     when its margin exceeds confidence_z standard errors (perturb/scoring.py).
+    sync_batchnorm: on CUDA, synchronise BatchNorm over the ranks while B-D train under DDP, so W ranks
+    compute what one rank computes (torch's SyncBatchNorm is CUDA-only: on the CPU each rank normalises
+    its 1/W share of the batch).
     weight_inheritance: retrain after a C/D decision from the current weights (stage.inherit_epochs)
     instead of a fresh network (stage.epochs, the reference). record_digests: hash the weights at every
     perturb-val task's start and store them in scores.json (proves every candidate starts equal).
@@ -119,6 +122,7 @@ class SearchConfig:
     baseline: bool = True
     adaptive_rounds: int = 1
     confidence_z: float = 1.96
+    sync_batchnorm: bool = True
     weight_inheritance: bool = False
     record_digests: bool = False
     stage_a: StageConfig = field(default_factory=lambda: StageConfig(epochs=5, lr_divisor=2.5, finetune_extra=20))

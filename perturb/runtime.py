@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from data.loaders import BatchStream, DataConfig, Loaders, build_loaders
-from launch.distributed import DistEnv, broadcast_tensors, wrap_ddp
+from launch.distributed import DistEnv, broadcast_tensors, synced_batchnorm, wrap_ddp
 from launch.errors import ConfigError
 from launch.rundir import MetricsLogger, progress
 from launch.seeding import seed_everything
@@ -136,7 +136,9 @@ class SearchRuntime:
         backward as ``find_unused_parameters`` would (203 vs 130-158 ms per step of bench/search_cost.py's
         network on 2 CPU ranks). BN buffers are not broadcast before every forward: rank 0's running
         statistics are the same either way (it only ever receives its own), and those are what is
-        broadcast at the end.
+        broadcast at the end. On CUDA with search.sync_batchnorm, BatchNorm is synchronised over the ranks
+        while training (launch.distributed.synced_batchnorm), so W ranks normalise over the whole batch as
+        one rank does; on the CPU (torch's SyncBatchNorm is CUDA-only) each rank normalises its 1/W share.
         Returns the optimizer (its state is part of the snapshot perturb-val starts from).
         """
         epochs = stage.epochs if epochs is None else epochs
@@ -146,18 +148,20 @@ class SearchRuntime:
         loader = (self.ddp_loaders if use_ddp else self.member_loaders).search_train
         optimizer = make_optimizer(network, self.stage_lr(stage), self.cfg.optim)
         scheduler = cosine_schedule(optimizer, epochs * len(loader), self.cfg.optim)
-        model = wrap_ddp(network, self.env, static_graph=True, broadcast_buffers=False) if use_ddp else network
         first_epoch = data_epoch(self.cfg.seed, key)
         started = time.time()
-        for epoch in progress(range(epochs), self.env, desc=f"{tag} train", leave=False):
-            loader.set_epoch(first_epoch + epoch)
-            result = train_epoch(model, loader, optimizer, env=self.env, desc=f"{tag} epoch {epoch + 1}",
-                                 sync=use_ddp, grad_clip=self.cfg.optim.grad_clip, scheduler=scheduler)
-            self.log.info("%s epoch %d/%d: loss %.4f top1 %.2f%%", tag, epoch + 1, epochs, result["loss"],
-                          result["top1"])
-            self.epochs_logged += 1
-            if self.metrics is not None:
-                self.metrics.log(self.epochs_logged, **{"train/loss": result["loss"], "train/top1": result["top1"]})
+        sync_bn = use_ddp and self.cfg.search.sync_batchnorm and self.env.device.type == "cuda"
+        with synced_batchnorm(network, enabled=sync_bn):
+            model = wrap_ddp(network, self.env, static_graph=True, broadcast_buffers=False) if use_ddp else network
+            for epoch in progress(range(epochs), self.env, desc=f"{tag} train", leave=False):
+                loader.set_epoch(first_epoch + epoch)
+                result = train_epoch(model, loader, optimizer, env=self.env, desc=f"{tag} epoch {epoch + 1}",
+                                     sync=use_ddp, grad_clip=self.cfg.optim.grad_clip, scheduler=scheduler)
+                self.log.info("%s epoch %d/%d: loss %.4f top1 %.2f%%", tag, epoch + 1, epochs, result["loss"],
+                              result["top1"])
+                self.epochs_logged += 1
+                if self.metrics is not None:
+                    self.metrics.log(self.epochs_logged, **{"train/loss": result["loss"], "train/top1": result["top1"]})
         if use_ddp:
             broadcast_tensors(list(network.parameters()) + list(network.buffers()), src=0)
         self.log.debug("%s trained %d epochs in %.1fs", tag, epochs, time.time() - started)
