@@ -33,31 +33,41 @@ class StageConfig:
     finetune_extra: K = search.finetune_steps + finetune_extra fine-tune steps per perturb-val candidate.
     inherit_epochs: with search.weight_inheritance, epochs of the retrain that continues from the
     current weights instead of training a fresh network for ``epochs``.
+    finetune_optimizer: what perturb-val fine-tunes with: 'trained' (the training phase's SGD, momentum
+    buffers included, at its end-of-training rate or optim.finetune_lr: the reference's stages A and C) or
+    'fresh' (a new SGD at the stage's peak rate lr_stage: the reference's stage D).
     """
 
     epochs: int = 5
     lr_divisor: float = 2.5
     finetune_extra: int = 0
     inherit_epochs: int = 1
+    finetune_optimizer: str = "trained"
 
     def validate(self) -> None:
         if self.epochs < 0 or self.inherit_epochs < 0:
             raise ConfigError(f"must not be negative (got {self.epochs} / {self.inherit_epochs})", key="epochs")
         if not self.lr_divisor > 0:
             raise ConfigError(f"must be positive (got {self.lr_divisor})", key="lr_divisor")
+        if self.finetune_optimizer not in ("trained", "fresh"):
+            raise ConfigError(f"must be 'trained' or 'fresh' (got {self.finetune_optimizer!r})",
+                              key="finetune_optimizer")
 
 
 @dataclass
 class OptimConfig:
-    """SGD and its schedule. finetune_lr: fine-tuning learning rate in perturb-val; null = the
-    optimizer's rate at the end of training (learning_rate_min), which is what the reference uses."""
+    """SGD and its schedule. finetune_lr: fine-tuning learning rate in perturb-val with the trained
+    optimizer; null = its rate at the end of training (learning_rate_min), which is what the reference
+    uses. grad_clip: gradient-norm clipping (null: none, as the reference). schedule_per: the cosine
+    changes the rate every 'step', or once per 'epoch' (the reference's CosineAnnealingLR)."""
 
     learning_rate: float = 0.2176
     learning_rate_min: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 3e-4
-    grad_clip: float = 5.0
+    grad_clip: float | None = 5.0
     finetune_lr: float | None = None
+    schedule_per: str = "step"
 
     def validate(self) -> None:
         if not self.learning_rate > 0 or self.learning_rate_min < 0:
@@ -65,6 +75,10 @@ class OptimConfig:
                               key="learning_rate")
         if self.finetune_lr is not None and self.finetune_lr < 0:
             raise ConfigError(f"must not be negative (got {self.finetune_lr})", key="finetune_lr")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"must be positive or null (got {self.grad_clip})", key="grad_clip")
+        if self.schedule_per not in ("step", "epoch"):
+            raise ConfigError(f"must be 'step' or 'epoch' (got {self.schedule_per!r})", key="schedule_per")
 
 
 @dataclass

@@ -147,7 +147,7 @@ class SearchRuntime:
         seed_everything(unit_seed(self.cfg.seed, f"train/{key}"), rank=self.env.rank if use_ddp else 0)
         loader = (self.ddp_loaders if use_ddp else self.member_loaders).search_train
         optimizer = make_optimizer(network, self.stage_lr(stage), self.cfg.optim)
-        scheduler = cosine_schedule(optimizer, epochs * len(loader), self.cfg.optim)
+        scheduler = cosine_schedule(optimizer, epochs * len(loader), self.cfg.optim, len(loader))
         first_epoch = data_epoch(self.cfg.seed, key)
         started = time.time()
         sync_bn = use_ddp and self.cfg.search.sync_batchnorm and self.env.device.type == "cuda"
@@ -211,7 +211,8 @@ class SearchRuntime:
         keeps the ``keep`` most important (its separation is judged on that boundary).
 
         Fine-tuning continues ``optimizer`` (restored from the snapshot for each candidate) at
-        optim.finetune_lr, or at its end-of-training rate when that is null.
+        optim.finetune_lr, or at its end-of-training rate when that is null; with the stage's
+        finetune_optimizer 'fresh' it uses a new SGD at the stage's peak rate instead (the reference's stage D).
         """
         started = time.time()
         search = self.cfg.search
@@ -223,6 +224,8 @@ class SearchRuntime:
                         keep=keep, z=search.confidence_z)
         finetune_lr = self.cfg.optim.finetune_lr
         grad_clip = self.cfg.optim.grad_clip
+        if stage.finetune_optimizer == "fresh":
+            optimizer, finetune_lr = make_optimizer(network, self.stage_lr(stage), self.cfg.optim), None
 
         def finetune(module: nn.Module, count: int) -> None:
             if finetune_lr is not None:

@@ -137,3 +137,44 @@ def test_measurement_config_switch():
         load_config(EvolutionConfig, preset, ["search.measurement=eval"])
     with pytest.raises(ConfigError, match="search.adaptive_rounds"):
         load_config(EvolutionConfig, preset, ["search.adaptive_rounds=0"])
+
+
+def test_reference_schedule_and_stage_d_fresh_optimizer(monkeypatch, tmp_path):
+    """optim.schedule_per=epoch holds the rate within an epoch and ends at learning_rate_min (the reference's
+    CosineAnnealingLR); a stage with finetune_optimizer 'fresh' fine-tunes with a new SGD at lr / divisor."""
+    import perturb.runtime as runtime_module
+    from perturb.runtime import SearchRuntime, build_search_loaders
+    from perturb.training import cosine_schedule, make_optimizer
+
+    cfg = load_config(EvolutionConfig, Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml",
+                      ["optim.schedule_per=epoch", "search.stage_d.finetune_optimizer=fresh", "search.val_batches=1",
+                       "network.layers=1", "network.channels=4", "data.train_subset=200"])
+    network = SearchNetwork(1, 10, [("skip_connect", "max_pool_3x3")] * 14, channels=4, layers=1)
+    optimizer = make_optimizer(network, 0.1, cfg.optim)
+    scheduler = cosine_schedule(optimizer, 3 * 4, cfg.optim, steps_per_epoch=4)
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:4] == [0.1] * 4 and len(set(rates[4:8])) == 1 and rates[4] < 0.1
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.learning_rate_min)
+
+    member, ddp = build_search_loaders(cfg.data, ENV, cfg.seed)
+    runtime = SearchRuntime(cfg, ENV, member, ddp, tmp_path)
+    seen = []
+    real_train_epoch = runtime_module.train_epoch
+
+    def spy(module, batches, used, **kwargs):
+        seen.append((used, used.param_groups[0]["lr"], len(used.state)))
+        return real_train_epoch(module, batches, used, **kwargs)
+
+    monkeypatch.setattr(runtime_module, "train_epoch", spy)
+    runtime.score(network, optimizer, [Candidate(0, "max_pool_3x3")], cfg.search.stage_d, key="D/test", shard=False,
+                  tag="test")
+    stage_lr = cfg.optim.learning_rate / cfg.search.stage_d.lr_divisor
+    assert seen and all(used is not optimizer and lr == stage_lr and state == 0 for used, lr, state in seen)
+    seen.clear()
+    runtime.score(network, optimizer, [Candidate(0, "max_pool_3x3")], cfg.search.stage_c, key="C/test", shard=False,
+                  tag="test")
+    assert seen and all(used is optimizer and lr == cfg.optim.finetune_lr for used, lr, _ in seen)

@@ -200,3 +200,22 @@ def test_a_rank_slower_than_the_collective_timeout_does_not_abort_the_job(unbrok
     assert summary["status"] == "done" and summary["progress"]["A"] == {
         "done": 14, "total": 14, "seconds_per_unit": summary["progress"]["A"]["seconds_per_unit"], "eta_s": 0.0}
     assert summary["progress"]["C"]["done"] == 14 and summary["progress"]["D"]["done"] == 3
+
+
+def test_stages_c_and_d_keep_the_argmin_and_the_population_average_is_the_members_mean(unbroken_run):
+    """End to end, from scores.json: C keeps argmin(scores) (lower index on ties), D the 2 most important
+    edges, and the population matrix is the mean of the members' matrices."""
+    scores = json.loads((unbroken_run / "scores.json").read_text())
+    members = torch.tensor([scores["members"][m] for m in sorted(scores["members"])], dtype=torch.float64)
+    torch.testing.assert_close(torch.tensor(scores["average"], dtype=torch.float64), members.mean(dim=0))
+    decided = 0
+    for decision in scores["decisions"]:
+        if decision["stage"] == "C" and decision.get("scores"):
+            best = min(range(len(decision["scores"])), key=lambda i: (decision["scores"][i], i))
+            assert decision["kept"] == decision["ops"][best]
+            decided += 1
+        elif decision["stage"] == "D":
+            order = sorted(range(len(decision["edges"])), key=lambda i: (decision["scores"][i], i))
+            assert decision["kept"] == sorted(decision["edges"][i] for i in order[:2])
+            decided += 1
+    assert decided >= 3
