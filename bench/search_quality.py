@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     if args.dataset == "mnist" and not MNIST_DIR.is_dir():
         raise SystemExit(f"error: --dataset mnist needs {MNIST_DIR}")
     budget = "mnist" if mnist else "digits"
-    data = ([f"data.dataset=mnist", "data.backend=memory", f"data.data_dir={MNIST_DIR}",
+    data = (["data.dataset=mnist", "data.backend=memory", f"data.data_dir={MNIST_DIR}",
              f"data.train_subset={args.subset}", f"data.train_subset_seed={SUBSET_SEED}"] if mnist
             else ["data.dataset=digits", "data.backend=memory"])
     eval_epochs = args.eval_epochs or (10 if args.quick else 3)
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     cells.update({name: ("given", g) for name, g in given_genotypes(args.genotypes).items()})
 
     # 2. retraining, one preset and budget for all
-    eval_data = ([f"data.dataset=mnist", f"data.data_dir={MNIST_DIR}", f"data.train_subset={args.subset}",
+    eval_data = (["data.dataset=mnist", f"data.data_dir={MNIST_DIR}", f"data.train_subset={args.subset}",
                   f"data.train_subset_seed={SUBSET_SEED}"] if mnist else ["data.dataset=digits"])
     for name, (_, genotype) in cells.items():
         run_dir = out / "eval" / name

@@ -6,7 +6,7 @@
                                    perturb/stage_a_records.py)
       scores.json                  every member's score matrix, the population average, every decision
       cells/step_<step>.png        the cell after each decision of stages B-D (all candidate ops shown)
-      cells/final.png              the final genotype (space.visualize.draw_genotype)
+      cells/final.png              the final genotype (space.pictures.draw_genotype)
       genotype.json                the searched cell (normal = reduce)
       summary.json                 status (running / done), progress per stage with ETA, wall time (per stage;
                                    rank 0's training and perturb-val seconds per stage), world size,
@@ -34,39 +34,13 @@ from launch.errors import ConfigError
 from perturb.runtime import SearchRuntime
 from perturb.stage_a_records import MemberRecords
 from perturb.stages import SearchState, decision_confidence, kill_for_test
-from space.genotype import INPUT_NODES, Genotype
-from space.ops import NONE_OP
-from space.search_network import EDGE_ENDPOINTS, EdgeCandidates, SearchNetwork
+from space.genotype import Genotype
+from space.pictures import draw_genotype, draw_search_cell
+from space.search_network import SearchNetwork
 
 
 def write_json(path: Path, record: dict) -> None:
     write_json_atomically(path, record, indent=1)
-
-
-def draw_search_cell(cell: EdgeCandidates, path: Path, caption: str = "") -> Path:
-    """A picture of a cell during the search: every active candidate op of every edge (``none`` left out).
-
-    Raises ImportError / graphviz errors when graphviz is unusable (the caller decides what to do).
-    """
-    import graphviz
-
-    graph = graphviz.Digraph(format="png", engine="dot")
-    graph.attr(rankdir="LR", label=caption, labelloc="b", fontsize="18", fontname="helvetica")
-    graph.attr("node", style="filled", shape="rect", fontname="helvetica", fontsize="14")
-    names = {0: "c_{k-2}", 1: "c_{k-1}"}
-    for node in range(INPUT_NODES, INPUT_NODES + 4):
-        names[node] = str(node - INPUT_NODES)
-    for node, label in names.items():
-        graph.node(str(node), label, fillcolor="darkseagreen2" if node < INPUT_NODES else "lightblue")
-    graph.node("out", "c_{k}", fillcolor="palegoldenrod")
-    for (source, target), ops in zip(EDGE_ENDPOINTS, cell):
-        for op in ops:
-            if op != NONE_OP:
-                graph.edge(str(source), str(target), label=op, fontsize="11")
-    for node in range(INPUT_NODES, INPUT_NODES + 4):
-        graph.edge(str(node), "out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(graph.render(filename=path.with_suffix("").name, directory=str(path.parent), cleanup=True))
 
 
 class SearchRecorder:
@@ -188,8 +162,6 @@ class SearchRecorder:
             return
         genotype.to_json(self.run_dir / "genotype.json", name=name)
         self.write_scores(state)
-        from space.visualize import draw_genotype
-
         self.picture(lambda path: draw_genotype(genotype, path, caption=name), self.run_dir / "cells" / "final.png")
         self.write_summary(state, status="done", genotype=genotype, name=name)
         confidence = decision_confidence(state)

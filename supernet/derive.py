@@ -16,7 +16,7 @@ import torch
 
 from space.genotype import DEFAULT_CONCAT, INPUT_NODES, STEPS, Genotype
 from space.ops import NONE_OP
-from space.search_network import EDGE_ENDPOINTS, NUM_EDGES, SearchNetwork, node_edges
+from space.search_network import EDGE_ENDPOINTS, NUM_EDGES, SearchNetwork, genes_from_edges, node_edges
 
 Genes = tuple[tuple[str, int], ...]
 
@@ -57,33 +57,12 @@ def genotype_from_alphas(network: SearchNetwork, respect_masks: bool = True) -> 
     return _genotype(cells)
 
 
-def cell_from_active_ops(active: Sequence[Sequence[str]], fallback: dict[int, str] | None = None) -> Genes:
-    """The genes of a fully projected cell: every node has exactly 2 edges left, each with exactly one op.
-
-    An edge left with ``none`` alone (a DARTS-PT op decision kept ``none``) takes ``fallback[edge]``.
-    """
-    fallback = fallback or {}
-    genes = []
-    for node in range(INPUT_NODES, INPUT_NODES + STEPS):
-        kept = [e for e in node_edges(node) if active[e]]
-        if len(kept) != 2:
-            raise ValueError(f"node {node} has {len(kept)} edges left, not 2: the projection is unfinished")
-        for e in kept:
-            ops = [op for op in active[e] if op != NONE_OP]
-            if not ops and e in fallback:
-                ops = [fallback[e]]
-            if len(ops) != 1 or len(active[e]) > 1:
-                raise ValueError(f"edge {e} still has ops {list(active[e])}: the projection is unfinished")
-            genes.append((ops[0], EDGE_ENDPOINTS[e][0]))
-    return tuple(genes)
-
-
 def genotype_from_masks(network: SearchNetwork, fallback: dict[tuple[str, int], str] | None = None) -> Genotype:
     """The genotype a finished projection left in ``network``'s masks; ``fallback[(cell type, edge)]`` is
     the op of an edge left with ``none`` alone (see :func:`perturb.projection.fallback_ops`)."""
     fallback = fallback or {}
     types = ("normal",) if network.shared else ("normal", "reduce")
-    return _genotype({cell_type: cell_from_active_ops(
+    return _genotype({cell_type: genes_from_edges(
         network.active_ops(cell_type), {e: op for (t, e), op in fallback.items() if t == cell_type})
         for cell_type in types})
 

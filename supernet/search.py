@@ -56,6 +56,7 @@ from launch.train import evaluate, to_channels_last, train_step
 from perturb.measure import SearchValMeasure
 from perturb.projection import decide, fallback_ops, projection_plan
 from space.genotype import Genotype
+from space.pictures import draw_genotype
 from space.search_network import SearchNetwork, normalize_candidates
 from supernet.architect import Architect
 from supernet.config import SupernetConfig
@@ -262,8 +263,6 @@ class BilevelSearch:
         try:
             if self.network.weighting != "sum":
                 save_heatmap(self.network, self.run_dir / "heatmaps" / f"{stem}.png", caption)
-            from space.visualize import draw_genotype
-
             draw_genotype(genotype, self.run_dir / "cells" / f"{stem}.png", caption=caption)
         except Exception as error:  # graphviz missing or failing: pictures are a convenience
             warnings.warn(f"pictures are skipped: {error}", stacklevel=2)
