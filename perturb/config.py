@@ -18,6 +18,7 @@ from data.loaders import DataConfig
 from launch.config import check_run_fields
 from launch.errors import ConfigError
 from perturb.measure import MEASUREMENTS
+from perturb.scoring import SCORES
 from space.ops import PRIMITIVES
 from space.search_network import NUM_EDGES
 
@@ -112,6 +113,10 @@ class SearchConfig:
     batch's own statistics) or 'running' (eval mode with the running statistics: PertNAS as published).
     baseline: fine-tune the no-removal reference K steps like the candidates (false: PertNAS as published).
     The published measurement is ``measurement: running`` with ``baseline: false``.
+    score: what a removal's score measures: 'top1' (the change of top-1 accuracy in points: the method)
+    or 'loss' (L_ref - L_i, the change of the mean per-sample cross-entropy in nats; continuous, so far
+    less noisy on a few hundred search-val images: bench/perturb_noise.py). Either way more negative =
+    more important.
     adaptive_rounds: up to this many rounds of val_batches search-val batches per decision, measured
     while the decision is inside noise (1 = a fixed measurement). confidence_z: a decision is separated
     when its margin exceeds confidence_z standard errors (perturb/scoring.py).
@@ -132,6 +137,7 @@ class SearchConfig:
     finetune_steps: int = 50
     val_batches: int = 40
     measurement: str = "recalibrate"
+    score: str = "top1"
     calibration_batches: int = 8
     baseline: bool = True
     adaptive_rounds: int = 1
@@ -161,6 +167,8 @@ class SearchConfig:
             raise ConfigError(f"must list the nodes 3, 4, 5 once each (got {self.node_order})", key="node_order")
         if self.measurement not in MEASUREMENTS:
             raise ConfigError(f"must be one of {', '.join(MEASUREMENTS)} (got {self.measurement!r})", key="measurement")
+        if self.score not in SCORES:
+            raise ConfigError(f"must be one of {', '.join(SCORES)} (got {self.score!r})", key="score")
         if self.measurement == "recalibrate" and self.calibration_batches < 1:
             raise ConfigError(f"must be at least 1 with measurement 'recalibrate' (got {self.calibration_batches})",
                               key="calibration_batches")

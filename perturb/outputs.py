@@ -110,10 +110,12 @@ class SearchRecorder:
         write_json(self.run_dir / "scores.json", {
             "ops": list(search.ops),
             "npop": search.npop,
-            "score": "top-1 % after removal minus reference top-1 %; more negative = more important",
+            "score": ("top-1 % after removal minus reference top-1 %" if search.score == "top1" else
+                      "reference cross-entropy minus cross-entropy after removal (nats)")
+                     + "; more negative = more important",
             "standard_errors": "paired standard error of each score (percentage points), in stage_a_units and "
                                "decisions, with each decision's separation (margin against z standard errors)",
-            "measurement": {"bn": search.measurement, "baseline": search.baseline,
+            "measurement": {"bn": search.measurement, "score": search.score, "baseline": search.baseline,
                             "val_batches": search.val_batches, "adaptive_rounds": search.adaptive_rounds,
                             "confidence_z": search.confidence_z},
             "members": {str(m): matrix for m, matrix in enumerate(state.member_scores)},

@@ -242,7 +242,7 @@ class SearchRuntime:
 
             result = perturb_val(network, candidates, snapshot=snapshot, finetune=finetune, measure=measure,
                                  steps=steps, env=self.env, shard=shard, baseline=search.baseline, rounds=rounds,
-                                 record_digests=search.record_digests, on_task=on_task)
+                                 score=search.score, record_digests=search.record_digests, on_task=on_task)
         if not snapshot.matches(network):
             raise RuntimeError("perturb-val did not restore the network's weights")
         self._add_time(key, "score", started)
@@ -251,9 +251,9 @@ class SearchRuntime:
             self.metrics.log(self.scores_logged, **{"perturb/reference_top1": result.reference,
                                                    "perturb/best_score": min(result.scores, default=0.0)})
         labels = [c.label for c in candidates]
-        self.log.info("%s perturb-val (K=%d, %s BN, %d samples): reference %.2f%%, scores %s%s", tag, steps,
-                      search.measurement, result.samples, result.reference,
-                      ", ".join(f"{label} {s:+.2f}+-{se:.2f}"
+        self.log.info("%s perturb-val (K=%d, %s BN, %d samples): reference %.2f%%, %s scores %s%s", tag, steps,
+                      search.measurement, result.samples, result.reference, search.score,
+                      ", ".join(f"{label} {s:+.3g}+-{se:.2g}"
                                 for label, s, se in zip(labels, result.scores, result.standard_errors)),
                       f"; {result.separation.describe(labels)}" if result.separation is not None else "")
         return result

@@ -12,14 +12,15 @@ c_1..c_n (an op on an edge, or a whole edge) and a fine-tuning budget of K steps
 per sample by a :class:`perturb.measure.SearchValMeasure` (one BatchNorm treatment for every task). A more
 negative s_i means the network needs c_i more: c_i is more important.
 
-Uncertainty. With per-sample correctness r_ref,j and r_i,j (0/1) on the same n samples, s_i is the mean
-of the paired differences d_ij = r_i,j - r_ref,j, and its standard error is
+Uncertainty. With per-sample qualities q_ref,j and q_i,j on the same n samples (q = 100 * correctness,
+0 or 100; or, with ``score='loss'``, q = -cross-entropy), s_i is the mean of the paired differences
+d_ij = q_i,j - q_ref,j, and its standard error is
 
-    SE(s_i) = 100 * sd_j(d_ij) / sqrt(n)          (sd with the n - 1 denominator)
+    SE(s_i) = sd_j(d_ij) / sqrt(n)          (sd with the n - 1 denominator)
 
 A decision keeps the ``keep`` most important candidates (1 op of an edge; 2 edges of a node). It is
 *separated* when the first dropped candidate b and the last kept one a differ beyond noise:
-s_b - s_a > z * SE(s_b - s_a), the SE again of the paired per-sample differences r_b,j - r_a,j.
+s_b - s_a > z * SE(s_b - s_a), the SE again of the paired per-sample differences q_b,j - q_a,j.
 Adaptive measurement (``Rounds.max_rounds > 1``): each task's fine-tuned weights are kept, and while the
 decision is not separated the next ``Rounds.batches`` search-val batches are measured for every task,
 up to ``max_rounds`` rounds; scores are always over all samples measured so far.
@@ -72,18 +73,31 @@ class Candidate:
         return network.removed(ops=[(self.edge, self.op)])
 
 
-def paired_difference(candidate: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
-    """Mean and standard error, in percentage points, of d_j = candidate_j - reference_j over paired samples.
+SCORES = ("top1", "loss")
 
-    candidate, reference: (n,) per-sample values (0/1 correctness). mean = 100 * mean(d);
-    SE = 100 * sd(d) / sqrt(n) with the n - 1 denominator (NaN for n < 2).
+
+def sample_quality(correct: torch.Tensor, loss: torch.Tensor, score: str) -> torch.Tensor:
+    """Per-sample quality q (higher is better) whose mean change on removal is the score:
+    'top1': q = 100 * correct (the score is in percentage points); 'loss': q = -cross-entropy (in nats)."""
+    if score == "top1":
+        return 100.0 * correct
+    if score == "loss":
+        return -loss
+    raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+
+
+def paired_difference(candidate: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard error of d_j = candidate_j - reference_j over paired samples.
+
+    candidate, reference: (n,) per-sample qualities (:func:`sample_quality`). mean = sum(d) / n;
+    SE = sd(d) / sqrt(n) with the n - 1 denominator (NaN for n < 2).
     """
     d = candidate.to(torch.float64) - reference.to(torch.float64)
     n = d.numel()
     if n == 0:
         return math.nan, math.nan
-    mean = 100.0 * float(d.sum()) / n  # as evaluate's 100 * correct / count
-    se = 100.0 * float(d.std(unbiased=True)) / math.sqrt(n) if n > 1 else math.nan
+    mean = float(d.sum()) / n  # for top1: 100 * (hits_i - hits_ref) / n, as evaluate's 100 * correct / count
+    se = float(d.std(unbiased=True)) / math.sqrt(n) if n > 1 else math.nan
     return mean, se
 
 
@@ -92,7 +106,7 @@ class Separation:
     """Whether a decision is beyond noise (module docstring).
 
     kept: the kept candidates' indices, most important first; last_kept / first_dropped: the two compared;
-    margin = s_first_dropped - s_last_kept (>= 0, points); standard_error of that paired difference;
+    margin = s_first_dropped - s_last_kept (>= 0, in the score's unit); standard_error of that paired difference;
     separated: margin > z * standard_error.
     """
 
@@ -107,24 +121,24 @@ class Separation:
     def describe(self, labels: Sequence[str]) -> str:
         verdict = "separated" if self.separated else "INSIDE NOISE"
         return (f"{verdict}: {labels[self.last_kept]} vs {labels[self.first_dropped]} margin "
-                f"{self.margin:.2f} +- {self.standard_error:.2f} pts (z {self.z:g})")
+                f"{self.margin:.3g} +- {self.standard_error:.2g} (z {self.z:g})")
 
     def to_dict(self) -> dict:
         return dict(vars(self))
 
 
-def separation(correct: torch.Tensor, keep: int, z: float) -> Separation | None:
+def separation(quality: torch.Tensor, keep: int, z: float) -> Separation | None:
     """The :class:`Separation` of keeping the ``keep`` most important of the candidates whose per-sample
-    correctness is ``correct[1:]`` ((n_candidates, n); row 0 is the reference). None when there are no more
+    qualities are ``quality[1:]`` ((n_candidates, n); row 0 is the reference). None when there are no more
     than ``keep`` candidates (nothing is dropped)."""
-    reference = correct[0]
-    scores = [paired_difference(row, reference)[0] for row in correct[1:]]
+    reference = quality[0]
+    scores = [paired_difference(row, reference)[0] for row in quality[1:]]
     if len(scores) <= keep:
         return None
     order = importance_order(scores)
     last, first_out = order[keep - 1], order[keep]
     margin = scores[first_out] - scores[last]
-    _, se = paired_difference(correct[1 + first_out], correct[1 + last])
+    _, se = paired_difference(quality[1 + first_out], quality[1 + last])
     separated = bool(margin > z * se) if not math.isnan(se) else False
     return Separation(kept=order[:keep], last_kept=last, first_dropped=first_out, margin=margin,
                       standard_error=se, z=z, separated=separated)
@@ -145,7 +159,8 @@ class Rounds:
 class PerturbResult:
     """Scores of one perturb-val call (percent and percentage points).
 
-    reference: a_ref; accuracies: a_i per candidate; scores: s_i = a_i - a_ref; standard_errors: SE(s_i);
+    reference: a_ref; accuracies: a_i per candidate; scores: s_i = a_i - a_ref (or, with score 'loss',
+    L_ref - L_i in nats); standard_errors: SE(s_i);
     loss_changes: mean paired change of the per-sample cross-entropy on removal (L_i - L_ref; positive =
     removal hurts); samples: search-val samples measured; rounds: measurement rounds run;
     separation: the decision's :class:`Separation` (None when nothing is dropped);
@@ -215,8 +230,8 @@ class TaskPlan:
 
 def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot: Snapshot,
                 finetune: FineTune, measure: Measure, steps: int, env: DistEnv, shard: bool = True,
-                baseline: bool = False, rounds: Rounds | None = None, record_digests: bool = False,
-                on_task: Callable[[int, str], None] | None = None) -> PerturbResult:
+                baseline: bool = False, rounds: Rounds | None = None, score: str = "top1",
+                record_digests: bool = False, on_task: Callable[[int, str], None] | None = None) -> PerturbResult:
     """Score ``candidates`` on ``network`` (module docstring). Collective when ``shard`` and distributed.
 
     Args:
@@ -229,6 +244,8 @@ def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot
         shard: spread the tasks over ranks (stages B-D); False: run every task here (stage A members).
         baseline: fine-tune the reference K steps too, so removal is the only difference.
         rounds: search-val batches per round and the adaptive measurement's cap (default: one round of all).
+        score: 'top1' (s_i in accuracy points, the method) or 'loss' (s_i = L_ref - L_i, the mean paired
+            change of the per-sample cross-entropy in nats: continuous, so less noisy on few samples).
         record_digests: hash the weights at every task's start (tests; costs a pass over the weights).
         on_task: ``on_task(task index, label)`` before each local task's fine-tuning (progress bars).
     """
@@ -283,7 +300,7 @@ def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot
             correct = torch.cat([correct, round_correct], dim=1)
             loss = torch.cat([loss, round_loss], dim=1)
             rounds_run = round_index + 1
-            decided = separation(correct, rounds.keep, rounds.z)
+            decided = separation(sample_quality(correct, loss, score), rounds.keep, rounds.z)
             if decided is None or decided.separated:
                 break
     finally:
@@ -292,7 +309,8 @@ def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot
     if plan is not None and record_digests:
         digests = _merge_rows(digests, TaskPlan(plan.owners, ()), env)
     accuracies = [_top1(row) for row in correct]
-    stats = [paired_difference(row, correct[0]) for row in correct[1:]]
+    quality = sample_quality(correct, loss, score)
+    stats = [paired_difference(row, quality[0]) for row in quality[1:]]
     return PerturbResult(
         reference=accuracies[0], accuracies=accuracies[1:],
         scores=[mean for mean, _ in stats],

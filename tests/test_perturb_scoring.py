@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from launch.distributed import DistEnv
 from perturb.measure import Outcomes
-from perturb.scoring import Candidate, Rounds, paired_difference, perturb_val, separation
+from perturb.scoring import Candidate, Rounds, paired_difference, perturb_val, sample_quality, separation
 from perturb.snapshot import Snapshot, state_digest
 from space.search_network import SearchNetwork
 
@@ -67,6 +67,9 @@ def test_scores_are_accuracy_changes_on_removal_and_the_network_is_restored():
     assert result.reference == 65.0
     assert result.accuracies == [55.0, 65.0, 60.0]
     assert result.scores == [-10.0, 0.0, -5.0]
+    by_loss = perturb_val(network, candidates, snapshot=snapshot, finetune=lambda module, steps: None,
+                          measure=ConstructedMeasure(), steps=0, env=ENV, baseline=True, score="loss")
+    assert by_loss.scores == pytest.approx([-0.1, 0.0, -0.05]) and by_loss.accuracies == [55.0, 65.0, 60.0]
     assert result.samples == SAMPLES_PER_BATCH and result.rounds == 1
     assert result.loss_changes == [0.1, 0.0, 0.05]
     # every task (baseline + 3 candidates) started from the snapshot's weights and RNG state
@@ -93,7 +96,7 @@ def test_paired_difference_against_a_hand_computation():
     candidate = torch.tensor([1, 0, 1, 1, 0, 1, 0, 1.0])
     reference = torch.tensor([1, 1, 1, 0, 0, 1, 1, 1.0])
     # d = [0, -1, 0, 1, 0, 0, -1, 0]: mean -1/8; sample variance = (sum d^2 - n mean^2) / (n - 1)
-    mean, se = paired_difference(candidate, reference)
+    mean, se = paired_difference(100 * candidate, 100 * reference)  # top1 qualities: points
     variance = (3 - 8 * (1 / 8) ** 2) / 7
     assert mean == pytest.approx(-12.5)
     assert se == pytest.approx(100 * math.sqrt(variance / 8))
@@ -109,7 +112,7 @@ def test_separation_compares_the_last_kept_with_the_first_dropped():
     close_a[:11] = 0  # -11
     close_b = torch.ones(n)
     close_b[5:15] = 0  # -10, mostly on other samples than close_a
-    correct = torch.stack([reference, close_b, clear, close_a])
+    correct = 100 * torch.stack([reference, close_b, clear, close_a])
     keep_one = separation(correct, keep=1, z=1.96)
     assert keep_one.kept == [1] and keep_one.separated  # -40 vs -11
     assert keep_one.margin == pytest.approx(29.0)
@@ -119,6 +122,10 @@ def test_separation_compares_the_last_kept_with_the_first_dropped():
     # hand computation of that margin's SE: d = close_b - close_a is +1 on 5 samples (0..4), -1 on 4 (11..14)
     d = close_b - close_a
     assert keep_two.standard_error == pytest.approx(100 * float(d.std()) / math.sqrt(n))
+    loss = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.9, 0.7, 1.1, 0.9]], dtype=torch.float64)
+    assert sample_quality(torch.zeros(2, 4), loss, "loss")[1].tolist() == [-0.9, -0.7, -1.1, -0.9]
+    mean, se = paired_difference(*sample_quality(torch.zeros(2, 4), loss, "loss").flip(0))
+    assert mean == pytest.approx(-0.4) and se == pytest.approx(float(torch.tensor([0.4, 0.2, 0.6, 0.4]).std()) / 2)
     assert separation(correct[:3], keep=2, z=1.96) is None  # two candidates, two kept: nothing dropped
 
 
