@@ -44,11 +44,13 @@ SUBSET_SEED = 0  # which images make the 5,000-image subset
 
 # The searches' budgets, as --set overrides of their quick presets (configs/quickstart.yaml and
 # configs/supernet_quick.yaml). "mnist": the default comparison; "digits": --quick and machines without MNIST.
+# mnist: one pass over the 2,500 search-train images per stage-A network (39 steps of 64), K = 4 fine-tuning
+# steps, 512 search-val images per accuracy, a 4-channel 3-cell network: about 25 minutes per search on one core.
 EVOLUTIONARY = {
-    "mnist": ["network.channels=8", "network.layers=3", "data.batch_size=64", "data.eval_batch_size=128",
-              "search.finetune_steps=4", "search.val_batches=8", "search.calibration_batches=4",
-              "search.stage_a.epochs=2", "search.stage_b.epochs=3", "search.stage_c.epochs=2",
-              "search.stage_c.finetune_extra=0", "search.stage_d.epochs=2", "search.stage_d.finetune_extra=0"],
+    "mnist": ["network.channels=4", "network.layers=3", "data.batch_size=64", "data.eval_batch_size=64",
+              "search.score=loss", "search.finetune_steps=4", "search.val_batches=8", "search.calibration_batches=2",
+              "search.stage_a.epochs=1", "search.stage_b.epochs=2", "search.stage_c.finetune_extra=0",
+              "search.stage_d.finetune_extra=0"],
     "digits": [],
 }
 SUPERNET = {"mnist": ["network.channels=8", "data.batch_size=64", "data.eval_batch_size=128", "epochs=4"],
@@ -204,39 +206,44 @@ def main(argv=None) -> int:
             else ["data.dataset=digits", "data.backend=memory"])
     eval_epochs = args.eval_epochs or (10 if args.quick else 3)
 
-    # 1. cells
+    # 1. cells, 2. retraining with ONE preset and budget for all. The random and given cells are retrained
+    # while the searches run, so that every core is busy; the searched cells once their searches end.
     pool = Pool(args.jobs)
-    for method in args.methods:
-        for seed in args.seeds:
-            name = f"{method}-seed{seed}"
-            if not (out / "search" / name / "genotype.json").is_file():
-                pool.add(name, search_command(method, seed, data, budget, out, args), out / "logs" / f"{name}.log")
-    print(f"searching ({budget}): {len(pool.queue)} run(s)", flush=True)
+    searches = [(method, seed) for method in args.methods for seed in args.seeds]
+    for method, seed in searches:
+        name = f"{method}-seed{seed}"
+        if not (out / "search" / name / "genotype.json").is_file():
+            pool.add(name, search_command(method, seed, data, budget, out, args), out / "logs" / f"{name}.log")
+    cells = {name: ("random", g) for name, g in random_genotypes(args.random, args.random_seed).items()}
+    cells.update({name: ("given", g) for name, g in given_genotypes(args.genotypes).items()})
+    eval_data = (["data.dataset=mnist", f"data.data_dir={MNIST_DIR}", f"data.train_subset={args.subset}",
+                  f"data.train_subset_seed={SUBSET_SEED}"] if mnist else ["data.dataset=digits"])
+
+    def retrain(names) -> None:
+        for name in names:
+            run_dir = out / "eval" / name
+            if (run_dir / "report.json").is_file():
+                continue
+            path = cells[name][1].to_json(out / "genotypes" / f"{name}.json", name=name)
+            overrides = eval_data + [f"seed={args.eval_seed}", "cpu_threads=1"] + list(args.eval_set)
+            pool.add(f"retrain {name}", [sys.executable, "train_eval.py", str(path), "--config", str(args.eval_config),
+                                         "--epochs", str(eval_epochs), "--run-dir", str(run_dir),
+                                         *(f"--set={item}" for item in overrides)], out / "logs" / f"eval_{name}.log")
+
+    retrain(list(cells))
+    print(f"{len(searches)} search(es) ({budget} budget) and {len(cells)} retraining(s) of {eval_epochs} epoch(s), "
+          f"{args.jobs} at a time", flush=True)
     failed = [name for name, code in pool.wait().items() if code != 0]
     if failed:
-        raise SystemExit(f"error: search(es) failed: {', '.join(failed)}; see {out / 'logs'}")
+        raise SystemExit(f"error: failed: {', '.join(failed)}; see {out / 'logs'}")
 
     from space.genotype import Genotype
 
-    cells = {f"{method}-seed{seed}": ("searched", Genotype.from_json(out / "search" / f"{method}-seed{seed}" /
-                                                                      "genotype.json"))
-             for method in args.methods for seed in args.seeds}
-    cells.update({name: ("random", g) for name, g in random_genotypes(args.random, args.random_seed).items()})
-    cells.update({name: ("given", g) for name, g in given_genotypes(args.genotypes).items()})
-
-    # 2. retraining, one preset and budget for all
-    eval_data = (["data.dataset=mnist", f"data.data_dir={MNIST_DIR}", f"data.train_subset={args.subset}",
-                  f"data.train_subset_seed={SUBSET_SEED}"] if mnist else ["data.dataset=digits"])
-    for name, (_, genotype) in cells.items():
-        run_dir = out / "eval" / name
-        if (run_dir / "report.json").is_file():
-            continue
-        path = genotype.to_json(out / "genotypes" / f"{name}.json", name=name)
-        overrides = eval_data + [f"seed={args.eval_seed}", "cpu_threads=1"] + list(args.eval_set)
-        pool.add(name, [sys.executable, "train_eval.py", str(path), "--config", str(args.eval_config),
-                        "--epochs", str(eval_epochs), "--run-dir", str(run_dir),
-                        *(f"--set={item}" for item in overrides)], out / "logs" / f"eval_{name}.log")
-    print(f"retraining {len(pool.queue)} cell(s), {eval_epochs} epoch(s) each", flush=True)
+    searched = {f"{method}-seed{seed}": ("searched", Genotype.from_json(out / "search" / f"{method}-seed{seed}" /
+                                                                         "genotype.json"))
+                for method, seed in searches}
+    cells = {**searched, **cells}
+    retrain(list(searched))
     failed = [name for name, code in pool.wait().items() if code != 0]
     if failed:
         raise SystemExit(f"error: retraining failed: {', '.join(failed)}; see {out / 'logs'}")
