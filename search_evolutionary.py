@@ -21,7 +21,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from launch.config import add_override_argument, load_config  # noqa: E402
-from launch.errors import cli_entry  # noqa: E402
+from launch.errors import ArgumentParser, cli_entry  # noqa: E402
 from perturb.config import EvolutionConfig  # noqa: E402
 from perturb.search import run_evolutionary_search  # noqa: E402
 
@@ -39,7 +39,7 @@ REFERENCE_FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Evolutionary NAS with perturb-val on the DARTS cell space (run under torchrun for "
                     "several ranks). " + __doc__.split("\n\n")[2].replace("\n", " "))
     parser.add_argument("--npop", type=int, help="population size (search.npop; reference 4)")

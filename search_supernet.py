@@ -23,14 +23,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from launch.config import add_override_argument, load_config  # noqa: E402
-from launch.errors import cli_entry  # noqa: E402
+from launch.errors import ArgumentParser, cli_entry  # noqa: E402
 from supernet.config import SupernetConfig  # noqa: E402
 
 FLAGS = {"method": "method", "seed": "seed", "save": "save", "note": "note", "epochs": "epochs"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Supernet NAS (DARTS / DARTS-PT / PertNAS supernet) on the DARTS cell space; run under "
                     "torchrun for several ranks. Every config key is documented in supernet/config.py.")
     parser.add_argument("--method", choices=("darts", "darts_pt", "pertnas"),

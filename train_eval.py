@@ -18,14 +18,14 @@ if __package__ in (None, ""):
 
 from evaluation.recipe import EvalConfig
 from evaluation.run import train_one_seed, train_seeds
-from launch.config import add_override_argument, load_config, parse_overrides
+from launch.config import SEED_LIMIT, add_override_argument, load_config, parse_overrides
 from launch.distributed import init_distributed, shutdown_distributed
-from launch.errors import UserInputError, cli_entry
+from launch.errors import ArgumentParser, UserInputError, cli_entry
 from space.genotype import builtin_names, genotype_name, load_genotype
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="train_eval.py",
         description="Retrain a DARTS-space genotype from scratch (one GPU, many under torchrun, or the CPU) "
                     "and write report.json (params, multiply-adds, final and best-on-validation accuracies, "
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.stop_after_epochs is not None and args.stop_after_epochs < 1:
         raise UserInputError(f"--stop-after-epochs must be at least 1, got {args.stop_after_epochs}")
+    bad_seeds = [seed for seed in args.seeds or () if not 0 <= seed < SEED_LIMIT]
+    if bad_seeds:  # the config's seed is checked by load_config; --seeds replace it
+        raise UserInputError(f"--seeds must be in 0..{SEED_LIMIT - 1}, got {bad_seeds[0]}")
     config = resolve_config(args)
     genotype = load_genotype(args.genotype)  # a malformed genotype fails here, before any work
     name = genotype_name(args.genotype)

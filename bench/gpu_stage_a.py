@@ -5,7 +5,7 @@
     python bench/gpu_stage_a.py measure --betons DIR [--search-run RUN_DIR] [--cpu-smoke] [--skip-compile]
 
 prepare: the CIFAR-10 .beton files: ./betons if it holds them, else written from ./data, else a synthetic
-CIFAR-shaped set (bench/synthetic_cifar.py, 50,000 + 10,000 images of 32x32x3) written into DIR.
+CIFAR-shaped set (bench/synthetic_cifar.py, 50,000 + 10,000 images of 32x32x3) written into DIR/synthetic_betons.
 --cpu-smoke always writes a small synthetic set (256 + 32 images).
 
 measure, on the device the machine has (CUDA when present), at the paper's stage-A shape (C=16, 5 cells,
@@ -18,8 +18,8 @@ batch 256, 32x32x3; --cpu-smoke: C=4, 2 cells, batch 32):
     evaluation after a mask change (each perturb-val candidate is a new mask set, which recompiles). The
     compile variant runs last, in a subprocess limited to what is left of --budget-s: compiling a 5-cell
     network can take minutes, and the table then says it did not finish.
-    One stage-A unit of the full protocol (configs/pertnas_cifar10.yaml: E=5 epochs of S steps, n=7
-    candidates, K=70 fine-tune steps, M=40 search-val batches) is projected as
+    One stage-A unit of the full protocol (configs/pertnas_cifar10.yaml: E epochs of S steps, n candidates,
+    K fine-tune steps, M search-val batches per accuracy; :class:`Protocol`) is projected as
         U = E*S*t + n*(K*t + M*e + r + c) + (M*e + r)         (c: the recompile per candidate, 0 without compile)
 (c) the FFCV loader feeding the device (augmented search-train loader, flip + translate 2 + cutout 8):
     images/s over an epoch after a warm-up epoch, and train-step time pulling batches from the loader
@@ -50,9 +50,9 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from bench.synthetic_cifar import write_synthetic_cifar10  # noqa: E402
+from bench.synthetic_cifar import write_synthetic_betons  # noqa: E402
 from data.batch_stream import BatchStream  # noqa: E402
-from data.beton import metadata_path, verify_betons, write_dataset  # noqa: E402
+from data.beton import metadata_path, read_metadata, verify_betons, write_dataset  # noqa: E402
 from data.errors import DataError  # noqa: E402
 from data.loaders import DataConfig, build_loaders  # noqa: E402
 from launch.config import load_config  # noqa: E402
@@ -117,7 +117,8 @@ def prepare(work: Path, smoke: bool) -> tuple[Path, str]:
     if not smoke:
         try:
             verify_betons(ROOT / "betons", "cifar10")
-            return ROOT / "betons", "cifar10"
+            synthetic = read_metadata(ROOT / "betons", "cifar10")["settings"].get("synthetic")
+            return ROOT / "betons", "synthetic" if synthetic else "cifar10"
         except DataError:
             pass
         try:
@@ -127,8 +128,7 @@ def prepare(work: Path, smoke: bool) -> tuple[Path, str]:
             log(f"no CIFAR-10 ({error}): writing a synthetic CIFAR-shaped set")
     out = work / "synthetic_betons"
     if not metadata_path(out, "cifar10").is_file():
-        sources = write_synthetic_cifar10(work / "synthetic", shape.train_images, shape.test_images)
-        write_dataset("cifar10", sources, out, log=log)
+        write_synthetic_betons(out, shape.train_images, shape.test_images, log=log)
     return out, "synthetic"
 
 
@@ -214,12 +214,38 @@ def time_network(cell, variant: Variant, batches: list, shape: Shape, env: DistE
     return result
 
 
-def unit_seconds(times: dict, protocol: EvolutionConfig, steps_per_epoch: int) -> float:
+@dataclass(frozen=True)
+class Protocol:
+    """The numbers of the full protocol (configs/pertnas_cifar10.yaml) that its cost depends on.
+
+    S: train steps per epoch (CIFAR-10's 50,000 training images, search_portion of them, full batches);
+    M: search-val batches per accuracy (val_batches, or 0: the whole split); n: candidate ops per edge;
+    K: fine-tune steps per candidate in stages A, C, D; E: training epochs in stages A, B, C, D.
+    """
+
+    npop: int
+    S: int
+    M: int
+    n: int
+    K: dict
+    E: dict
+
+    @classmethod
+    def of(cls, config: EvolutionConfig, train_images: int = 50000) -> "Protocol":
+        search, data = config.search, config.data
+        search_train = round(train_images * data.search_portion)
+        eval_batch = data.eval_batch_size or data.batch_size
+        M = search.val_batches or math.ceil((train_images - search_train) / eval_batch)
+        stages = {"A": search.stage_a, "B": search.stage_b, "C": search.stage_c, "D": search.stage_d}
+        return cls(npop=search.npop, S=search_train // data.batch_size, M=M, n=len(search.ops),
+                   K={name: search.finetune_budget(stage) for name, stage in stages.items()},
+                   E={name: stage.epochs for name, stage in stages.items()})
+
+
+def unit_seconds(times: dict, p: Protocol) -> float:
     """U = E*S*t + n*(K*t + M*e + r + c) + (M*e + r), the stage-A unit of the full protocol."""
-    search = protocol.search
     t, e, r, c = times["train_s"], times["eval_s"], times["restore_s"], times.get("mask_change_s", 0.0)
-    K, M, n = search.finetune_budget(search.stage_a), search.val_batches, len(search.ops)
-    return search.stage_a.epochs * steps_per_epoch * t + n * (K * t + M * e + r + c) + (M * e + r)
+    return p.E["A"] * p.S * t + p.n * (p.K["A"] * t + p.M * e + r + c) + (p.M * e + r)
 
 
 # ---- part (c) -----------------------------------------------------------------------------------------
@@ -255,32 +281,34 @@ def loader_feed(betons: Path, shape: Shape, env: DistEnv, steps: int) -> dict:
 
 
 # ---- part (d) -----------------------------------------------------------------------------------------
-def projection(protocol: EvolutionConfig, a: dict, b: dict, b_share: dict, d: dict, d_share: dict,
-               steps_per_epoch: int, gpus: int) -> dict:
-    """Wall seconds of the full protocol on ``gpus`` GPUs (W) from per-step times (see FORMULA).
+def projection(p: Protocol, a: dict, b: dict, b_share: dict, d: dict, d_share: dict, gpus: int) -> dict:
+    """Wall seconds of the full protocol on ``gpus`` GPUs (W) from per-step times (see :func:`formula`).
 
     a, b, d: the stage-A, stage-B and discrete-cell networks at the full batch (stage A's training and every
     perturb-val: fine-tune steps and evaluations run on one GPU each); b_share, d_share: the same at batch
     256 / 4 (DDP training of B-D on 4 GPUs), used when ``gpus`` is 4.
     """
-    search = protocol.search
-    M, S = search.val_batches, steps_per_epoch
+    M, S = p.M, p.S
     train_b, train_d = (b_share["train_s"], d_share["train_s"]) if gpus == 4 else (b["train_s"], d["train_s"])
     mid_train, mid_eval = (b["train_s"] + d["train_s"]) / 2, (b["eval_s"] + d["eval_s"]) / 2  # C: 2 ops -> 1
-    stage_a = math.ceil(search.npop / gpus) * NUM_EDGES * unit_seconds(a, protocol, S)
-    stage_b = search.stage_b.epochs * S * train_b
-    stage_c = NUM_EDGES * (math.ceil(2 / gpus) * (search.finetune_budget(search.stage_c) * mid_train + M * mid_eval)
-                           + M * mid_eval + search.stage_c.epochs * S * (train_b + train_d) / 2)
-    stage_d = sum(math.ceil(inputs / gpus) * (search.finetune_budget(search.stage_d) * d["train_s"] + M * d["eval_s"])
-                  + M * d["eval_s"] for inputs in (3, 4, 5)) + 2 * search.stage_d.epochs * S * train_d
+    stage_a = math.ceil(p.npop / gpus) * NUM_EDGES * unit_seconds(a, p)
+    stage_b = p.E["B"] * S * train_b
+    stage_c = NUM_EDGES * (math.ceil(2 / gpus) * (p.K["C"] * mid_train + M * mid_eval) + M * mid_eval
+                           + p.E["C"] * S * (train_b + train_d) / 2)
+    stage_d = sum(math.ceil(inputs / gpus) * (p.K["D"] * d["train_s"] + M * d["eval_s"]) + M * d["eval_s"]
+                  for inputs in (3, 4, 5)) + 2 * p.E["D"] * S * train_d
     total = stage_a + stage_b + stage_c + stage_d
     return {"gpus": gpus, "stage_s": {"A": stage_a, "B": stage_b, "C": stage_c, "D": stage_d}, "wall_h": total / 3600,
             "gpu_hours": gpus * total / 3600}
 
 
-FORMULA = """GPU-hours = W x wall(W), wall(W) = A + B + C + D, with S = train steps per epoch at batch 256, E = 5,
-n = 7, M = 40, K = 70 / 130 / 180 (stages A / C / D), t / e = train step / eval batch of the stage's network:
-  A = ceil(npop / W) * 14 * U,  U = E*S*t_A + n*(K_A*t_A + M*e_A + r) + (M*e_A + r)   (members run in parallel)
+def formula(p: Protocol) -> str:
+    """The projection's formula, with the protocol's numbers."""
+    return f"""GPU-hours = W x wall(W), wall(W) = A + B + C + D, with S = {p.S} train steps per epoch (batch 256),
+E = {p.E['A']}, n = {p.n}, M = {p.M} search-val batches per accuracy, K = {p.K['A']} / {p.K['C']} / {p.K['D']} fine-tune
+steps (stages A / C / D), t / e / r = train step / eval batch / snapshot restore of the stage's network:
+  A = ceil(npop / W) * 14 * U,  U = E*S*t_A + n*(K_A*t_A + M*e_A + r + c) + (M*e_A + r)   (members in parallel;
+      c: the recompile per mask change, compile only)
   B = E*S*t_B(256/W)                                                    (DDP: each GPU a 1/W share of the batch)
   C = 14 * [ceil(2/W)*(K_C*t_C + M*e_C) + M*e_C + E*S*t_C(256/W)],  t_C = (t_B + t_discrete) / 2
   D = sum over nodes with 3, 4, 5 inputs of [ceil(i/W)*(K_D*t_d + M*e_d) + M*e_d] + 2*E*S*t_d(256/W)
@@ -353,9 +381,7 @@ def measure(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     shape, env, batches = setting(args)
     device = env.device
-    protocol = load_config(EvolutionConfig, PROTOCOL)
-    # the full protocol's steps per epoch: CIFAR-10's 50,000 training images, search_portion of them, drop_last
-    steps_per_epoch = round(50000 * protocol.data.search_portion) // protocol.data.batch_size
+    protocol = Protocol.of(load_config(EvolutionConfig, PROTOCOL))
 
     times: dict[str, dict | str] = {}
     for variant in VARIANTS[:-1]:
@@ -368,7 +394,7 @@ def measure(args: argparse.Namespace) -> dict:
     quarter = [(x[:max(1, shape.batch // 4)], y[:max(1, shape.batch // 4)]) for x, y in batches]
     b, d, b4, d4 = (time_network(cell(), default, sample, shape, env)
                     for sample in (batches, quarter) for cell in (stage_b_cell, discrete_cell))
-    projections = [projection(protocol, times[default.name], b, b4, d, d4, steps_per_epoch, gpus) for gpus in (1, 4)]
+    projections = [projection(protocol, times[default.name], b, b4, d, d4, gpus) for gpus in (1, 4)]
     compiled = VARIANTS[-1].name
     if args.skip_compile:
         times[compiled] = "not measured (--skip-compile)"
@@ -381,7 +407,7 @@ def measure(args: argparse.Namespace) -> dict:
         if isinstance(result, str):
             rows.append((f"(b) stage-A unit, {name}", result))
             continue
-        unit = unit_seconds(result, protocol, steps_per_epoch)
+        unit = unit_seconds(result, protocol)
         extra = ""
         if "mask_change_s" in result:
             extra = (f"; first step + eval {result['first_train_s']:.1f} + {result['first_eval_s']:.1f} s, "
@@ -401,11 +427,12 @@ def measure(args: argparse.Namespace) -> dict:
                      f"wall {result['wall_h']:.2f} h ({stages}) = {result['gpu_hours']:.2f} GPU-hours"))
     device_name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"\nGPU check: C={shape.channels}, {shape.layers} cells, batch {shape.batch}, 32x32x3 {args.data_label} data, "
-          f"device {device.type}{device_name}, S={steps_per_epoch} steps/epoch in the projection; (b)-(d) measured "
+          f"device {device.type}{device_name}; (b)-(d) measured "
           f"in {time.perf_counter() - started:.0f} s\n")
     print_table(rows)
-    print("\n" + FORMULA)
+    print("\n" + formula(protocol))
     record = {"shape": shape.__dict__, "device": device.type, "data": args.data_label, "stage_a": times,
+              "protocol": protocol.__dict__,
               "stage_b": b, "discrete": d, "stage_b_quarter_batch": b4, "discrete_quarter_batch": d4,
               "loader": feed, "projection": projections, "rows": rows}
     if args.json:

@@ -4,9 +4,10 @@ The policy is 25 sub-policies; each is two operations ``(name, probability, magn
 image one sub-policy is drawn uniformly, then each of its two operations is applied in order with its
 probability. Magnitude bins 0..9 map linearly onto each operation's range (as in the paper):
 
-    ShearX/Y     shear s in [0, 0.3]              (sign drawn at random)
-    TranslateX/Y shift in [0, 0.45] * image size  (150/331 of the paper's 331-px images; random sign)
-    Rotate       angle in [0, 30] degrees         (random sign)
+    ShearX/Y     shear s in [0, 0.3]              (sign drawn at random), about the top-left corner
+    TranslateX/Y shift in [0, 0.45] * image size  (150/331 of the paper's 331-px images; random sign),
+                 truncated to whole pixels as torchvision does
+    Rotate       angle in [0, 30] degrees         (random sign), about the centre
     Brightness, Color, Contrast, Sharpness: blend factor f = 1 + m, m in [0, 0.9] (random sign), i.e.
                  out = degenerate + f * (image - degenerate) with degenerate = black, grey-scale image,
                  mean grey level, 3x3-smoothed image respectively
@@ -17,7 +18,11 @@ probability. Magnitude bins 0..9 map linearly onto each operation's range (as in
 Images enter as normalised float batches ``(N, C, H, W)`` (``x_hat = (x / 255 - mean) / std``, mean and std on
 the 0-1 scale); :class:`AutoAugment` un-normalises them to ``[0, 1]``, applies the policy and normalises
 again, so it can sit right after a loader that already normalised on the device. Shape and dtype are kept.
-No torchvision: geometric operations use ``affine_grid`` / ``grid_sample`` (nearest, black fill).
+No torchvision. Shear and translate resample as PIL's ``Image.transform(AFFINE, (a, b, c, d, e, f))``
+(torchvision's AutoAugment calls it with ``center=[0, 0]``): output pixel (x, y) takes the input pixel at
+(floor(a (x + .5) + b (y + .5) + c), floor(d (x + .5) + e (y + .5) + f)), black outside; rotation uses
+``affine_grid`` / ``grid_sample`` about the centre (nearest, black fill). The paper's own code fills with the
+mean colour instead of black.
 """
 from __future__ import annotations
 
@@ -77,28 +82,47 @@ def _affine(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
+def pil_affine(images: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """PIL's affine transform with nearest sampling: coefficients (n, 6) = (a, b, c, d, e, f) per image map
+    output pixel (x, y) to input pixel (floor(a (x + .5) + b (y + .5) + c), floor(d (x + .5) + e (y + .5) + f));
+    pixels mapped outside the image are black. (n, C, H, W) -> same."""
+    n, channels, height, width = images.shape
+    a, b, c, d, e, f = (coefficients[:, i].view(n, 1, 1).to(torch.float64) for i in range(6))
+    xs = torch.arange(width, device=images.device, dtype=torch.float64).view(1, 1, width) + 0.5
+    ys = torch.arange(height, device=images.device, dtype=torch.float64).view(1, height, 1) + 0.5
+    source_x = torch.floor(a * xs + b * ys + c).long()  # (n, H, W)
+    source_y = torch.floor(d * xs + e * ys + f).long()
+    inside = (source_x >= 0) & (source_x < width) & (source_y >= 0) & (source_y < height)
+    flat = (source_y.clamp(0, height - 1) * width + source_x.clamp(0, width - 1)).view(n, 1, -1)
+    sampled = images.reshape(n, channels, -1).gather(2, flat.expand(n, channels, -1)).view(n, channels, height, width)
+    return torch.where(inside[:, None], sampled, torch.zeros_like(sampled))
+
+
+def _coefficients(n: int, device: torch.device) -> torch.Tensor:
+    """(n, 6) identity affine coefficients (1, 0, 0, 0, 1, 0)."""
+    coefficients = torch.zeros(n, 6, device=device, dtype=torch.float64)
+    coefficients[:, 0] = 1.0
+    coefficients[:, 4] = 1.0
+    return coefficients
+
+
 def shear(images: torch.Tensor, amount: torch.Tensor, horizontal: bool) -> torch.Tensor:
-    """Shear by ``amount`` (n,): output (x, y) reads input (x + s*y, y) (horizontal) or (x, y + s*x)."""
-    n = images.shape[0]
-    matrices = torch.zeros(n, 2, 3, device=images.device)
-    matrices[:, 0, 0] = 1.0
-    matrices[:, 1, 1] = 1.0
-    height, width = images.shape[-2:]
-    if horizontal:  # normalised coordinates: scale the pixel shear by the aspect ratio
-        matrices[:, 0, 1] = amount * height / width
-    else:
-        matrices[:, 1, 0] = amount * width / height
-    return _affine(images, matrices)
+    """Shear by ``amount`` (n,) about the top-left corner: output (x, y) reads input (x + s y, y)
+    (horizontal, PIL's (1, s, 0, 0, 1, 0)) or (x, y + s x) (vertical, (1, 0, 0, s, 1, 0))."""
+    coefficients = _coefficients(images.shape[0], images.device)
+    coefficients[:, 1 if horizontal else 3] = amount.to(torch.float64)
+    return pil_affine(images, coefficients)
 
 
 def translate(images: torch.Tensor, fraction: torch.Tensor, horizontal: bool) -> torch.Tensor:
-    """Shift by ``fraction`` (n,) of the image width (horizontal) or height; black fills the gap."""
-    n = images.shape[0]
-    matrices = torch.zeros(n, 2, 3, device=images.device)
-    matrices[:, 0, 0] = 1.0
-    matrices[:, 1, 1] = 1.0
-    matrices[:, 0 if horizontal else 1, 2] = -2.0 * fraction  # normalised coordinates span 2
-    return _affine(images, matrices)
+    """Shift by ``fraction`` (n,) of the image width (horizontal) or height, truncated to whole pixels t
+    (torchvision's ``int(magnitude)``): output (x, y) reads input (x + t, y) (PIL's (1, 0, t, 0, 1, 0)) or
+    (x, y + t); black fills the gap."""
+    height, width = images.shape[-2:]
+    pixels = torch.trunc(fraction.to(torch.float64) * (width if horizontal else height))
+    coefficients = _coefficients(images.shape[0], images.device)
+    coefficients[:, 2 if horizontal else 5] = pixels
+    return pil_affine(images, coefficients)
 
 
 def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:

@@ -12,19 +12,21 @@ stored raw (no JPEG), so reading gives back exactly what was written.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from data.errors import DataError
 from data.ffcv_threads import load_ffcv
-from launch.atomic import write_json_atomically
+from launch.atomic import parse_json, write_json_atomically
+from launch.errors import short_repr
 from data.info import ArrayDataset, DatasetInfo, info_from_arrays
 from data.readers import read_dataset
 
 METADATA_FORMAT = 1
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 SPLITS = ("train", "test")
 
 
@@ -86,6 +88,18 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+def _import_ffcv_writer() -> tuple:
+    """FFCV's DatasetWriter and the fields used here; a one-line DataError when ffcv is not installed."""
+    try:
+        load_ffcv()
+        from ffcv.fields import IntField, NDArrayField, RGBImageField
+        from ffcv.writer import DatasetWriter
+    except ImportError as error:
+        raise DataError(f"ffcv is not installed ({error}): writing .beton files needs it; install it with "
+                        "bash scripts/install_ffcv.sh (--check needs no ffcv)") from None
+    return DatasetWriter, IntField, NDArrayField, RGBImageField
+
+
 def write_beton(dataset: ArrayDataset, path: str | Path, max_resolution: int | None = None,
                 num_workers: int = -1) -> str:
     """Write ``dataset`` to the FFCV file ``path`` (fields ``image``, ``label``: IntField).
@@ -97,10 +111,7 @@ def write_beton(dataset: ArrayDataset, path: str | Path, max_resolution: int | N
     longer side exceeds it (prefer :func:`resize_dataset` first, which keeps the metadata truthful).
     Returns the sha256 of the written file.
     """
-    load_ffcv()
-    from ffcv.fields import IntField, NDArrayField, RGBImageField
-    from ffcv.writer import DatasetWriter
-
+    DatasetWriter, IntField, NDArrayField, RGBImageField = _import_ffcv_writer()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_sibling(path)
@@ -139,21 +150,50 @@ def resize_dataset(dataset: ArrayDataset, max_resolution: int) -> ArrayDataset:
 
 
 def read_metadata(beton_dir: str | Path, name: str) -> dict:
-    """Load ``NAME_metadata.json`` from ``beton_dir``; a missing or malformed file is a DataError."""
+    """Load ``NAME_metadata.json`` from ``beton_dir``, checked: a missing or malformed file is a DataError.
+
+    Checked here, where the file enters: the format, the data set info (:meth:`DatasetInfo.from_json`)
+    and, for each split, ``files.<split>`` an object with a non-negative integer ``bytes`` and ``count``
+    and a 64-hex-digit ``sha256``.
+    """
     path = metadata_path(beton_dir, name)
     if not path.is_file():
         raise DataError(f"{path} not found: write the data set first with python data/write_ffcv.py "
                         f"--dataset {name} --out {beton_dir} (sources read from ./data, or --data-dir DIR, "
                         f"or --download)")
+    fix = "rewrite it with data/write_ffcv.py --force"
     try:
-        record = json.loads(path.read_text())
-        if record.get("format") != METADATA_FORMAT or set(record["files"]) != set(SPLITS):
-            raise ValueError("unknown format or missing splits")
-        DatasetInfo.from_json(record["info"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise DataError(f"{path} is not a valid metadata file ({error}); rewrite it with data/write_ffcv.py --force") \
-            from None
+        record = parse_json(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path} is not a valid metadata file ({error}); {fix}") from None
+    if not isinstance(record, dict) or record.get("format") != METADATA_FORMAT:
+        raise DataError(f"{path} is not a valid metadata file (unknown format); {fix}")
+    files = record.get("files")
+    if not isinstance(files, dict) or set(files) != set(SPLITS):
+        raise DataError(f"{path} is not a valid metadata file (files must name {' and '.join(SPLITS)}); {fix}")
+    for split in SPLITS:
+        problem = _file_entry_problem(files[split])
+        if problem:
+            raise DataError(f"{path} is not a valid metadata file (files.{split}: {problem}); {fix}")
+    try:
+        DatasetInfo.from_json(record.get("info"))
+    except DataError as error:
+        raise DataError(f"{path} is not a valid metadata file ({error}); {fix}") from None
     return record
+
+
+def _file_entry_problem(entry: object) -> str | None:
+    """What is wrong with one ``files.<split>`` entry of the metadata, or None."""
+    if not isinstance(entry, dict):
+        return f"a {type(entry).__name__}, not an object"
+    for key in ("bytes", "count"):
+        value = entry.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{key} is {short_repr(value)}, not a non-negative integer"
+    digest = entry.get("sha256")
+    if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+        return f"sha256 is {short_repr(digest)}, not 64 hex digits"
+    return None
 
 
 def verify_betons(beton_dir: str | Path, name: str) -> dict[str, Path]:
@@ -205,12 +245,21 @@ def write_dataset(name: str, data_dir: str | Path | None, out_dir: str | Path, *
         if existing is not None:
             log(f"{metadata_path(out_dir, name)} and its .beton files are up to date (use --force to rewrite)")
             return existing
+    _import_ffcv_writer()  # before any data is read
     folder_size = max_resolution if name == "imagefolder" else None
     splits = {split: read_dataset(name, data_dir, split, download=download, image_size=folder_size)
               for split in SPLITS}
-    out_dir.mkdir(parents=True, exist_ok=True)  # only once the sources were read: no empty folder on failure
     if max_resolution is not None and name != "imagefolder":
         splits = {split: resize_dataset(dataset, max_resolution) for split, dataset in splits.items()}
+    return write_splits(name, splits, out_dir, settings, num_workers=num_workers, log=log)
+
+
+def write_splits(name: str, splits: dict[str, ArrayDataset], out_dir: str | Path, settings: dict, *,
+                 num_workers: int = -1, log=print) -> dict:
+    """Write ``splits`` ({"train": ..., "test": ...}, already read) as data set ``name`` into ``out_dir``:
+    NAME_train.beton, NAME_test.beton, then NAME_metadata.json (with ``settings``); returns the record."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the sources were read: no empty folder on failure
     train, test = splits["train"], splits["test"]
     if train.images.shape[1:] != test.images.shape[1:]:
         raise DataError(f"{name}: train images {train.images.shape[1:]} and test images {test.images.shape[1:]} differ")

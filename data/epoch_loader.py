@@ -8,7 +8,7 @@ own (never a view into a buffer the loader reuses).
 
 Both loaders (in-memory and FFCV) only fetch uint8 (N, C, H, W) batches of the epoch's samples on the
 device; :meth:`EpochLoader.finish_batch` then applies the same seeded torch augmentation
-(:mod:`data.augment`: flip, translate, cutout, in that order) and the same normalisation table. The
+(:mod:`data.augment`, in :class:`Augmentation`'s order) and the same normalisation table. The
 augmentation draws come from one torch.Generator per epoch seeded by (seed, loader stream, rank, epoch),
 so both backends give bit-identical batches, and a rerun (or another process of the same rank) repeats them.
 """
@@ -28,15 +28,23 @@ from data.splits import ShardPlan
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training augmentation: horizontal flip, translate by up to ``translate`` px, ``cutout`` px square (0 = off)."""
+    """What a loader does to its uint8 batches (data.augment), in this order: ``resized_crop`` (RandomResizedCrop
+    to that side, 0 = off) or ``center_crop`` (CenterCrop to that side, deterministic, 0 = off), horizontal
+    flip, translate by up to ``translate`` px, ``color_jitter`` (brightness, contrast, saturation, hue;
+    None = off), a ``cutout`` px square (0 = off)."""
 
     flip: bool = False
     translate: int = 0
     cutout: int = 0
+    resized_crop: int = 0
+    center_crop: int = 0
+    color_jitter: tuple[float, float, float, float] | None = None
 
     @property
     def active(self) -> bool:
-        return self.flip or self.translate > 0 or self.cutout > 0
+        """True when anything random happens."""
+        return self.flip or self.translate > 0 or self.cutout > 0 or self.resized_crop > 0 or \
+            self.color_jitter is not None
 
 
 class EpochLoader:
@@ -99,10 +107,16 @@ class EpochLoader:
         (which also copies: the result never aliases ``images``), then lays it out channels_last on CUDA.
         """
         settings = self.augmentation
+        if settings.resized_crop > 0:
+            images = augment.random_resized_crop(images, settings.resized_crop, generator)
+        elif settings.center_crop > 0:
+            images = augment.center_crop(images, settings.center_crop)
         if settings.flip:
             images = augment.random_flip(images, generator)
         if settings.translate > 0:
             images = augment.random_translate(images, settings.translate, generator)
+        if settings.color_jitter is not None:
+            images = augment.color_jitter(images, settings.color_jitter, generator)
         if settings.cutout > 0:
             images = augment.random_cutout(images, settings.cutout, self.fill, generator)
         images = augment.normalise(images, self.table)

@@ -91,8 +91,9 @@ class _FinishBatch(Operation):
 
     def declare_state_and_memory(self, previous_state: State) -> tuple[State, None]:
         _, height, width = previous_state.shape
+        crop = self.loader.augmentation.resized_crop or self.loader.augmentation.center_crop
         return replace(previous_state, jit_mode=False, dtype=torch.float32,
-                       shape=(self.loader.info.in_channels, height, width)), None
+                       shape=(self.loader.info.in_channels, crop or height, crop or width)), None
 
 
 class FfcvLoader(EpochLoader):

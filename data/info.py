@@ -1,11 +1,13 @@
 """What a data set is: its arrays (:class:`ArrayDataset`) and its shape and statistics (:class:`DatasetInfo`)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from data.errors import DataError
+from launch.errors import short_repr
 
 #: Grey data sets: the model sees 1 channel.
 GREY_DATASETS = ("mnist", "fashion_mnist", "digits")
@@ -67,19 +69,46 @@ class DatasetInfo:
 
     @classmethod
     def from_json(cls, record: dict) -> "DatasetInfo":
+        """The info saved in a .beton metadata file, checked: it comes from disk, so any field may be wrong.
+
+        Counts are integers (classes >= 1, images >= 0), 1 or 3 channels, a positive image size, and one
+        finite mean and one finite positive std per channel; anything else is a one-line DataError.
+        """
+        if not isinstance(record, dict):
+            raise DataError(f"malformed data set info: a {type(record).__name__}, not an object")
         try:
-            return cls(
-                name=str(record["name"]),
-                num_classes=int(record["num_classes"]),
-                in_channels=int(record["in_channels"]),
-                image_size=(int(record["image_size"][0]), int(record["image_size"][1])),
-                mean=tuple(float(v) for v in record["mean"]),
-                std=tuple(float(v) for v in record["std"]),
-                train_count=int(record["train_count"]),
-                test_count=int(record["test_count"]),
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as error:
-            raise DataError(f"malformed data set info ({error!r})") from None
+            name, size = record["name"], record["image_size"]
+            mean, std = record["mean"], record["std"]
+            counts = {key: record[key] for key in ("num_classes", "in_channels", "train_count", "test_count")}
+        except KeyError as error:
+            raise DataError(f"malformed data set info: no {error}") from None
+        if not isinstance(name, str):
+            raise DataError(f"malformed data set info: name is {short_repr(name)}")
+        for key, value in counts.items():
+            if not _is_int(value) or value < (1 if key == "num_classes" else 0):
+                raise DataError(f"malformed data set info: {key} is {short_repr(value)}")
+        channels = counts["in_channels"]
+        if channels not in (1, 3):
+            raise DataError(f"malformed data set info: in_channels is {channels}, not 1 or 3")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v >= 1 for v in size)):
+            raise DataError(f"malformed data set info: image_size is {short_repr(size)}")
+        for key, values in (("mean", mean), ("std", std)):
+            if not (isinstance(values, list) and len(values) == channels and all(
+                    _is_number(v) and math.isfinite(v) and (v > 0 or key == "mean") for v in values)):
+                raise DataError(f"malformed data set info: {key} is {short_repr(values)}, expected {channels} "
+                                f"finite number(s){', positive' if key == 'std' else ''}")
+        return cls(name=name, num_classes=counts["num_classes"], in_channels=channels,
+                   image_size=(size[0], size[1]), mean=tuple(float(v) for v in mean),
+                   std=tuple(float(v) for v in std), train_count=counts["train_count"],
+                   test_count=counts["test_count"])
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _scaled(values: tuple[float, ...]) -> tuple[float, ...]:

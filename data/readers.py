@@ -2,26 +2,31 @@
 
 Every reader returns an :class:`data.info.ArrayDataset` (uint8 images (N, H, W, C), int64 labels). A
 missing source raises :class:`data.errors.DataError` naming the files to put where (or ``--download``).
-CIFAR batches are pickles: an archive is checked against its published MD5 before anything in it is
-unpickled, and batches are only ever unpickled by :mod:`data.safe_pickle` (extracted folders have no
-published checksum, so for them the restricted unpickler is the guard).
+CIFAR batches are pickles: an archive, or each file of an extracted folder, is checked against its
+published MD5 before anything in it is unpickled, and batches are only ever unpickled by
+:mod:`data.safe_pickle`; what comes out must be uint8 images and integer labels (float data is refused,
+never wrapped). IDX headers are checked against the file's size before any array is made, and downloads
+go over https and are checked against the published MD5s before they are kept.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 import numpy as np
 
 from data.errors import DataError
 from data.info import ALL_DATASETS, ArrayDataset
 from data.safe_pickle import load_restricted
+from launch.errors import short_repr
 
 Split = Literal["train", "test"]
 
@@ -44,23 +49,48 @@ class CifarSource:
     meta_member: str
     label_key: bytes
     names_key: bytes
+    member_md5: Mapping[str, str]  # file in the extracted folder -> its published MD5
 
 
+# The archives' MD5s are REFERENCE section 8. The per-file MD5s of the extracted folders are the ones
+# torchvision's datasets/cifar.py lists for the same official archives (CIFAR10.train_list, test_list and
+# meta; CIFAR100 likewise): looked up there, not imported (torchvision is never imported here).
 CIFAR_SOURCES = {
     "cifar10": CifarSource(
         "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-batches-py",
-        tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta", b"labels", b"label_names"),
+        tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta", b"labels", b"label_names",
+        {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+         "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+         "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+         "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"}),
     "cifar100": CifarSource(
         "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
         "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python",
-        ("train",), ("test",), "meta", b"fine_labels", b"fine_label_names"),
+        ("train",), ("test",), "meta", b"fine_labels", b"fine_label_names",
+        {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+         "meta": "7973b15100ade9c7d40fb424638fde48"}),
 }
+CIFAR_IMAGE_BYTES = 3 * 32 * 32
+MAX_CIFAR_MEMBER_BYTES = 256 << 20  # the largest official file (CIFAR-100 train) is about 155 MB
 
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 IDX_URLS = {"mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
-            "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"}
+            "fashion_mnist": "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"}
+# MD5s of the published .gz files (as torchvision's datasets/mnist.py lists them for MNIST and FashionMNIST;
+# Fashion-MNIST's README lists the same): a download is kept only when it matches.
+IDX_MD5 = {
+    "mnist": {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+              "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+              "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+              "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
+    "fashion_mnist": {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                      "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                      "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                      "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
+}
+MAX_IDX_BYTES = 256 << 20  # MNIST-like files hold under 50 MB; a larger header is refused before reading
 IDX_CLASSES = {
     "mnist": [str(d) for d in range(10)],
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -88,13 +118,14 @@ def read_dataset(name: str, data_dir: str | Path | None, split: Split, download:
     if name in CIFAR_SOURCES:
         source = CIFAR_SOURCES[name]
         if download and not (root / source.archive).exists() and not (root / source.folder).is_dir():
-            _download(source.url, root / source.archive)
+            _download(source.url, root / source.archive, source.md5)
         return read_cifar(root, name, split)
     if name in IDX_URLS:
         if download:
             for file_name in IDX_FILES[split]:
                 if _find_idx(root, file_name) is None:
-                    _download(IDX_URLS[name] + file_name + ".gz", root / (file_name + ".gz"))
+                    gz_name = file_name + ".gz"
+                    _download(IDX_URLS[name] + gz_name, root / gz_name, IDX_MD5[name][gz_name])
         return read_idx_pair(root, name, split)
     if download:
         raise DataError("--download is not available for imagefolder: put the images in DIR/train/<class>/ "
@@ -112,26 +143,28 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_cifar(root: Path, name: str, split: Split, expected_md5: str | None = "published") -> ArrayDataset:
-    """Read CIFAR-10/100 from ``root``/<archive>.tar.gz (MD5-checked) or the extracted ``root``/<folder>/.
+def read_cifar(root: Path, name: str, split: Split, expected_md5: str | None = "published",
+               member_md5: Mapping[str, str] | str = "published") -> ArrayDataset:
+    """Read CIFAR-10/100 from ``root``/<archive>.tar.gz or the extracted ``root``/<folder>/, MD5-checked.
 
     expected_md5: "published" (the default) checks the archive against REFERENCE section 8; a hex string
-    checks against that digest instead (tests build their own small archives). It cannot be switched off.
+    checks against that digest instead. member_md5: likewise for the files of an extracted folder
+    ("published": :data:`CIFAR_SOURCES`; or a mapping file name -> MD5). Tests build their own small
+    archives and folders with these; the checks cannot be switched off.
     """
     source = CIFAR_SOURCES[name]
     md5 = source.md5 if expected_md5 == "published" else expected_md5
-    if not md5:
+    member_sums = source.member_md5 if member_md5 == "published" else member_md5
+    if not md5 or not isinstance(member_sums, Mapping):
         raise DataError("an archive is only read after an MD5 check; no expected MD5 given")
     root = Path(root)
     archive = root if root.is_file() else root / source.archive
     folder = root if (root / source.meta_member).is_file() else root / source.folder
     members = source.train_members if split == "train" else source.test_members
     if folder.is_dir():
-        missing = [m for m in (*members, source.meta_member) if not (folder / m).is_file()]
-        if missing:
-            raise DataError(f"{folder} lacks {', '.join(missing)}: re-extract {source.archive} there")
-        payloads = {m: (folder / m).read_bytes() for m in (*members, source.meta_member)}
-        sources = {f"{source.folder}/{m}": "sha256:" + hashlib.sha256(p).hexdigest() for m, p in payloads.items()}
+        payloads = {m: _read_checked_member(folder / m, member_sums.get(m), source)
+                    for m in (*members, source.meta_member)}
+        sources = {f"{source.folder}/{m}": "md5:" + member_sums[m] for m in payloads}
     elif archive.is_file():
         actual = file_md5(archive)
         if actual != md5:
@@ -143,17 +176,69 @@ def read_cifar(root: Path, name: str, split: Split, expected_md5: str | None = "
         raise DataError(f"{name}: put {source.archive} (from {source.url}) or its extracted folder {source.folder}/ "
                         f"in {root}, or pass --download")
     meta = load_restricted(payloads[source.meta_member], f"{source.folder}/{source.meta_member}")
-    try:
-        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[source.names_key]]
-        images, labels = [], []
-        for member in members:
-            batch = load_restricted(payloads[member], f"{source.folder}/{member}")
-            data = np.asarray(batch[b"data"], dtype=np.uint8)
-            images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            labels.append(np.asarray(batch[source.label_key], dtype=np.int64))
-    except (KeyError, TypeError, ValueError) as error:
-        raise DataError(f"{name}: a batch in {root} is not a CIFAR batch ({error!r})") from None
+    classes = _cifar_classes(meta, source)
+    images, labels = [], []
+    for member in members:
+        where = f"{source.folder}/{member}"
+        batch = load_restricted(payloads[member], where)
+        if not isinstance(batch, dict):
+            raise DataError(f"{where} holds a {type(batch).__name__}, not a CIFAR batch (a dict)")
+        data = _cifar_images(batch.get(b"data"), where)
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(_integer_labels(batch.get(source.label_key), len(data), f"{where} {source.label_key!r}"))
     return ArrayDataset(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), classes, sources)
+
+
+def _read_checked_member(path: Path, md5: str | None, source: CifarSource) -> bytes:
+    """The bytes of one file of an extracted CIFAR folder, after its MD5 matched (read once: what was
+    checked is what gets unpickled)."""
+    if not path.is_file():
+        raise DataError(f"{path.parent} lacks {path.name}: re-extract {source.archive} there")
+    if md5 is None:
+        raise DataError(f"{path}: no published MD5 is known for this file, so it is not read")
+    size = path.stat().st_size
+    if size > MAX_CIFAR_MEMBER_BYTES:
+        raise DataError(f"{path} has {size} bytes, more than any official CIFAR file: re-extract {source.archive}")
+    payload = path.read_bytes()
+    actual = hashlib.md5(payload).hexdigest()
+    if actual != md5:
+        raise DataError(f"{path} has MD5 {actual}, expected {md5}: it is not the official file; re-extract "
+                        f"{source.archive} (from {source.url}) there")
+    return payload
+
+
+def _cifar_classes(meta: Any, source: CifarSource) -> list[str]:
+    where = f"{source.folder}/{source.meta_member}"
+    if not isinstance(meta, dict):
+        raise DataError(f"{where} holds a {type(meta).__name__}, not the CIFAR meta dict")
+    names = meta.get(source.names_key)
+    if not isinstance(names, list) or not names or not all(isinstance(n, (bytes, str)) for n in names):
+        raise DataError(f"{where} has no list of class names under {source.names_key!r}")
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
+
+
+def _cifar_images(data: Any, where: str) -> np.ndarray:
+    """``data`` as CIFAR stores it: uint8 (N, 3072); anything else (float, other shapes) is refused."""
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        kind = f"{data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{where}: b'data' is a {kind}, not uint8 pixels")
+    if data.ndim != 2 or data.shape[1] != CIFAR_IMAGE_BYTES or not len(data):
+        raise DataError(f"{where}: b'data' has shape {data.shape}, not (N, {CIFAR_IMAGE_BYTES})")
+    return data
+
+
+def _integer_labels(labels: Any, count: int, where: str) -> np.ndarray:
+    """``count`` non-negative integer labels (a list of ints or an integer array) as int64."""
+    if isinstance(labels, np.ndarray):
+        ok = labels.ndim == 1 and labels.dtype.kind in "iu"
+    else:
+        ok = isinstance(labels, list) and all(type(v) is int and 0 <= v < 2**31 for v in labels)
+    if not ok or len(labels) != count:
+        raise DataError(f"{where}: expected {count} integer labels, got {short_repr(labels)}")
+    labels = np.asarray(labels).astype(np.int64)
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{where}: negative labels")
+    return labels
 
 
 def _read_tar_members(archive: Path, folder: str, members: tuple[str, ...]) -> dict[str, bytes]:
@@ -183,22 +268,37 @@ def _find_idx(root: Path, file_name: str) -> Path | None:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file (gzip or not): big-endian magic 0x00 0x00 0x08 ndim, ndim uint32 sizes, uint8 data."""
+    """Parse an IDX file (gzip or not): big-endian magic 0x00 0x00 0x08 ndim, ndim uint32 sizes, uint8 data.
+
+    The header is checked before the data is read: at least one dimension, none empty, and exactly
+    prod(sizes) bytes of data after it (at most :data:`MAX_IDX_BYTES`), so a lying header is one clear error.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
-            payload = handle.read()
-    except (OSError, EOFError) as error:
+            head = handle.read(4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+                raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
+            ndim = head[3]
+            if ndim == 0:
+                raise DataError(f"{path}: an IDX header with no dimensions")
+            sizes = handle.read(4 * ndim)
+            if len(sizes) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header")
+            shape = tuple(int(v) for v in np.frombuffer(sizes, dtype=">u4"))
+            count = math.prod(shape)  # Python ints: no wrap-around
+            if count == 0:
+                raise DataError(f"{path}: the header says {shape}: no data")
+            if count > MAX_IDX_BYTES:
+                raise DataError(f"{path}: the header says {shape}, {count} bytes: more than an IDX data set here "
+                                f"may hold ({MAX_IDX_BYTES})")
+            data = handle.read(count + 1)
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: unreadable ({error})") from None
-    if len(payload) < 4 or payload[0] != 0 or payload[1] != 0 or payload[2] != 0x08:
-        raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
-    ndim = payload[3]
-    header_end = 4 + 4 * ndim
-    shape = tuple(int(v) for v in np.frombuffer(payload[4:header_end], dtype=">u4"))
-    count = int(np.prod(shape)) if shape else 0
-    if len(shape) != ndim or len(payload) - header_end != count:
-        raise DataError(f"{path}: holds {len(payload) - header_end} bytes of data, header says {shape}: truncated?")
-    return np.frombuffer(payload, dtype=np.uint8, offset=header_end).reshape(shape)
+    if len(data) != count:
+        raise DataError(f"{path}: holds {'more than ' if len(data) > count else ''}{min(len(data), count)} "
+                        f"bytes of data, header says {shape} ({count}): truncated or not an IDX file?")
+    return np.frombuffer(data, dtype=np.uint8, count=count).reshape(shape)
 
 
 def read_idx_pair(root: Path, name: str, split: Split) -> ArrayDataset:
@@ -261,7 +361,8 @@ def read_image_folder(root: Path, split: Split, image_size: int) -> ArrayDataset
         try:
             with Image.open(path) as image:
                 images[row] = np.asarray(_square_resize(image.convert("RGB"), image_size))
-        except (OSError, UnidentifiedImageError) as error:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError,
+                EOFError) as error:  # Pillow reports some broken files as SyntaxError / ValueError
             raise DataError(f"imagefolder: cannot read {path} ({error})") from None
     labels = np.array([label for _, label in files], dtype=np.int64)
     return ArrayDataset(images, labels, classes, {str(split_dir): f"files:{len(files)}"})
@@ -279,15 +380,21 @@ def _square_resize(image, size: int):
 
 # --- download --------------------------------------------------------------------------------------
 
-def _download(url: str, target: Path) -> None:
-    """Fetch ``url`` to ``target`` via a temporary file (an interrupted download leaves no partial file)."""
+def _download(url: str, target: Path, md5: str) -> None:
+    """Fetch ``url`` to ``target`` via a temporary file, kept only when whole and matching ``md5``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
+    digest = hashlib.md5()
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as handle:
             for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
                 handle.write(block)
     except (urllib.error.URLError, OSError, TimeoutError) as error:
         partial.unlink(missing_ok=True)
         raise DataError(f"could not download {url} ({error}); download it by hand into {target.parent}") from None
+    if digest.hexdigest() != md5:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"the download of {url} has MD5 {digest.hexdigest()}, expected {md5}: not kept; "
+                        f"download it by hand into {target.parent}")
     partial.replace(target)

@@ -34,6 +34,12 @@ class ShardPlan:
     so ranks are disjoint and each sees a different order. equal_shards: cut every rank to
     floor(n / world_size) samples (ranks step together, as DDP training needs); otherwise every sample is
     visited once (evaluation), and shards differ by at most one sample.
+
+    draw_batch (> 0): the epoch is not a pass over a permutation but floor(shard_size() / draw_batch)
+    independent batches, each ``draw_batch`` distinct samples drawn uniformly from all of ``indices`` by a
+    generator seeded with (seed, stream, rank, epoch): DARTS's "random minibatch from the search queue with
+    replacement" (its ``next(iter(valid_queue))``, the first batch of a fresh shuffle, for every step).
+    Batches may share samples; ranks draw independently (``shuffle`` and the shards do not apply).
     """
 
     indices: np.ndarray
@@ -43,6 +49,7 @@ class ShardPlan:
     world_size: int = 1
     shuffle: bool = True
     equal_shards: bool = True
+    draw_batch: int = 0
 
     def shard_size(self) -> int:
         count = len(self.indices)
@@ -52,7 +59,19 @@ class ShardPlan:
 
     def epoch_indices(self, epoch: int) -> np.ndarray:
         """Sample indices (int64) this rank visits in ``epoch``, in visiting order."""
+        if self.draw_batch > 0:
+            return self._drawn_batches(epoch)
         order = self.indices
         if self.shuffle:
             order = order[np.random.default_rng([self.seed, self.stream, epoch]).permutation(len(order))]
         return order[self.rank::self.world_size][:self.shard_size()]
+
+    def _drawn_batches(self, epoch: int) -> np.ndarray:
+        """The ``draw_batch`` mode of :meth:`epoch_indices`: independent batches of distinct samples."""
+        count, size = len(self.indices), self.draw_batch
+        if size > count:
+            raise ValueError(f"cannot draw batches of {size} distinct samples from {count}")
+        generator = np.random.default_rng([self.seed, self.stream, self.rank, epoch])
+        batches = [self.indices[generator.choice(count, size, replace=False)]
+                   for _ in range(self.shard_size() // size)]
+        return np.concatenate(batches) if batches else self.indices[:0]

@@ -20,7 +20,7 @@ if __package__ in (None, ""):
 from data.beton import metadata_path, verify_betons, write_beton, write_dataset  # noqa: E402  (re-exported)
 from data.errors import DataError  # noqa: E402
 from data.info import ALL_DATASETS  # noqa: E402
-from launch.errors import cli_entry  # noqa: E402
+from launch.errors import ArgumentParser, cli_entry  # noqa: E402
 
 __all__ = ["write_beton", "write_dataset", "main"]
 
@@ -29,7 +29,7 @@ DEFAULT_OUT = "betons"      # the search's default data.beton_dir (perturb/confi
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="data/write_ffcv.py",
         description="Write NAME_train.beton, NAME_test.beton and NAME_metadata.json (classes, counts, image "
                     "shape, channel mean/std, source checksums, sha256 of each .beton) for one data set.")
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.max_resolution is not None and args.max_resolution < 1:
         raise DataError(f"--max-resolution must be at least 1, got {args.max_resolution}")
+    if args.num_workers == 0 or args.num_workers < -1:
+        raise DataError(f"--num-workers must be at least 1 (or -1: all cores), got {args.num_workers}")
     if args.check:
         paths = verify_betons(args.out, args.dataset)
         print(f"ok: {', '.join(str(p) for p in paths.values())} match {metadata_path(args.out, args.dataset)}")

@@ -2,7 +2,7 @@
 
 The defaults are the DARTS CIFAR-10 recipe (REFERENCE section 5): 600 epochs, batch 96, C = 36, 20 cells,
 auxiliary head weighted 0.4, cutout 16, drop path 0.2 ramped linearly from 0, SGD lr 0.025 with momentum
-0.9 and weight decay 3e-4, cosine annealing to 0, gradient norm clipped at 5.
+0.9 and weight decay 3e-4, cosine annealing to 0 stepped per epoch, gradient norm clipped at 5.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from launch.errors import ConfigError
 
 def _darts_cifar10_data() -> DataConfig:
     return DataConfig(dataset="cifar10", batch_size=96, eval_batch_size=256, cutout=16, translate=4, flip=True,
-                      search_portion=0.9)
+                      search_portion=0.9, drop_last=False)
 
 
 @dataclass
@@ -46,10 +46,12 @@ class NetworkConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD with a per-step learning-rate schedule (launch.schedules.build_scheduler).
+    """SGD with a learning-rate schedule (launch.schedules.build_scheduler).
 
     lr: peak learning rate (per the global batch as configured; not rescaled with the world size);
-    schedule: 'cosine' (to min_lr), 'cosine_power' (sharpDARTS, base power_k) or 'constant';
+    schedule: 'cosine' (to min_lr), 'cosine_power' (sharpDARTS, base power_k), 'constant' or 'exponential'
+    (x gamma per epoch: DARTS's ImageNet StepLR(1, 0.97)); schedule_per: 'epoch' (the rate changes at each
+    epoch's start, as DARTS's schedulers) or 'step' (smoothly at every step);
     warmup_epochs: linear warmup before the schedule; grad_clip: max gradient norm (null = off);
     label_smoothing: epsilon of the smoothed cross-entropy (0.1 for ImageNet).
     """
@@ -59,7 +61,9 @@ class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 3e-4
-    schedule: Literal["cosine", "cosine_power", "constant"] = "cosine"
+    schedule: Literal["cosine", "cosine_power", "constant", "exponential"] = "cosine"
+    schedule_per: Literal["epoch", "step"] = "epoch"
+    gamma: float = 0.97
     power_k: float = 2.0
     warmup_epochs: int = 0
     grad_clip: float | None = 5.0
@@ -70,10 +74,12 @@ class OptimConfig:
             raise ConfigError(f"must be positive (got {self.lr})", key="lr")
         if not 0 <= self.min_lr <= self.lr:
             raise ConfigError(f"must be in [0, lr] (got {self.min_lr})", key="min_lr")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ConfigError("weight_decay must be >= 0 and momentum in [0, 1)")
+        if self.weight_decay < 0:  # momentum: launch.config.SHARED_RULES
+            raise ConfigError(f"must not be negative (got {self.weight_decay})", key="weight_decay")
         if self.schedule == "cosine_power" and self.power_k < 1:
             raise ConfigError(f"must be >= 1 (got {self.power_k})", key="power_k")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"must be in (0, 1] (got {self.gamma})", key="gamma")
         if self.warmup_epochs < 0:
             raise ConfigError(f"must not be negative (got {self.warmup_epochs})", key="warmup_epochs")
         if self.grad_clip is not None and self.grad_clip <= 0:

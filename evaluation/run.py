@@ -4,17 +4,18 @@ Per epoch e = 0..E-1:
 
 1. drop-path probability p_e = p * e / E (linear ramp from 0, DARTS);
 2. one pass over the training loader (launch.train.train_epoch: the shared train step with the auxiliary
-   loss L = CE(logits, y) + w_aux * CE(aux_logits, y), gradient clipping, per-step LR schedule; the config's
-   ``precision``, ``channels_last`` and ``compile``: by default bf16 autocast + channels_last on CUDA);
-   with AutoAugment, each batch (flipped and translated by the loader) goes through the policy and then
-   cutout (the paper's order);
+   loss L = CE(logits, y) + w_aux * CE(aux_logits, y), gradient clipping, the LR schedule (per epoch or per
+   step); the config's ``precision``, ``channels_last`` and ``compile``: by default bf16 autocast +
+   channels_last on CUDA); with AutoAugment, each batch (flipped and translated by the loader) goes through
+   the policy and then cutout (the paper's order);
 3. with a held-out validation split: evaluate on it and keep the best epoch's weights (best/);
 4. a checkpoint (launch.checkpoint): model, optimizer, scheduler, epoch, history, best so far, elapsed time.
 
 A rerun in the same run dir resumes from the newest good checkpoint. The test split is evaluated once, at
 the end: the final model and, if a held-out split picked one, the best-on-validation model.
 
-Run dir layout: config.yaml, log.txt, metrics.jsonl, tensorboard/, checkpoints/, best/checkpoints/,
+Run dir layout: config.yaml, fingerprint.json (launch/fingerprint.py: a resume with other results-changing
+settings or another genotype is refused), log.txt, metrics.jsonl, tensorboard/, checkpoints/, best/checkpoints/,
 report.json. With several seeds: <run_dir>/seed_<s>/ each, and <run_dir>/summary.json.
 """
 from __future__ import annotations
@@ -36,11 +37,12 @@ from data.loaders import build_loaders
 from evaluation.complexity import model_size
 from evaluation.recipe import EvalConfig
 from evaluation.report import REPORT_FILE, SUMMARY_FILE, summarize_seeds, write_json
-from launch.checkpoint import CheckpointManager, load_model_state, model_state
+from launch.checkpoint import START_ANEW, CheckpointInvalid, CheckpointManager, load_model_state, model_state
 from launch.config import config_to_dict
 from launch.distributed import DistEnv, wrap_ddp
 from launch.errors import ConfigError
-from launch.rundir import MetricsLogger, get_logger, prepare_run_dir
+from launch.fingerprint import check_fingerprint, result_fingerprint
+from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
 from launch.train import evaluate, maybe_compile, to_channels_last, train_epoch
@@ -48,6 +50,35 @@ from space.eval_network import EvalNetwork
 from space.genotype import Genotype
 
 _AUGMENT_STREAM = 7  # keeps AutoAugment's draws apart from the loaders' streams
+#: The config fields a run's results depend on (its fingerprint, with the genotype): a resume must match them.
+RESULT_SECTIONS = ("seed", "epochs", "data", "network", "optim", "holdout_validation", "autoaugment",
+                   "max_steps_per_epoch")
+#: What every per-epoch checkpoint's state holds (checked when it is loaded).
+EPOCH_STATE = {"model": dict, "optimizer": dict, "scheduler": dict, "epoch": int, "elapsed_s": (int, float),
+               "history": list, "best": dict}
+
+
+def genotype_fingerprint(genotype: Genotype) -> dict:
+    """The genotype's cells by dotted key (both cells always, so a shared cell differs from two)."""
+    return {f"genotype.{cell}": [list(gene) for gene in genotype.cell(cell)] for cell in ("normal", "reduce")} | {
+        f"genotype.{cell}_concat": list(genotype.concat(cell)) for cell in ("normal", "reduce")}
+
+
+def _resume_problem(epoch: int, history: list, best: dict, epochs: int) -> str | None:
+    """What is inconsistent in a per-epoch checkpoint's training record, or None."""
+    if not 0 <= epoch <= epochs:
+        return f"is at epoch {epoch} of a run of {epochs} epochs"
+    if len(history) != epoch or not all(isinstance(record, dict) and _is_number(record.get("train_loss"))
+                                        and _is_number(record.get("train_top1")) for record in history):
+        return f"holds no training record for each of its {epoch} epochs"
+    if set(best) != {"epoch", "top1"} or not (best["epoch"] is None or type(best["epoch"]) is int) or not (
+            best["top1"] is None or _is_number(best["top1"])):
+        return "holds a malformed best-epoch record"
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def build_network(config: EvalConfig, genotype: Genotype, num_classes: int, in_channels: int) -> EvalNetwork:
@@ -96,8 +127,9 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     ``stop_after_epochs`` epochs ran in this call before training finished (rerun to resume).
     """
     session_start = time.time()
-    run_dir = prepare_run_dir(run_dir, env, config)
-    logger = logger or get_logger("train_eval", env, run_dir)
+    run_dir = make_run_dir(run_dir, env)
+    fingerprint = {**result_fingerprint(config, RESULT_SECTIONS), **genotype_fingerprint(genotype)}
+    check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)  # before anything in run_dir changes
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
     seed_everything(config.seed, env.rank, deterministic=config.deterministic)
@@ -110,14 +142,14 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     data_config = replace(config.data, cutout=0) if cutout_after_policy else config.data
     loaders = build_loaders(data_config, rank=env.rank, world_size=env.world_size, seed=config.seed, device=device)
     info = loaders.info
-    if cutout_after_policy > min(info.image_size):
-        raise ConfigError(f"cutout {cutout_after_policy} exceeds the {min(info.image_size)}-pixel images",
+    if cutout_after_policy > min(loaders.image_size):
+        raise ConfigError(f"cutout {cutout_after_policy} exceeds the {min(loaders.image_size)}-pixel images",
                           key="data.cutout")
     train_loader = loaders.search_train if config.holdout_validation else loaders.train
     val_loader = loaders.search_val if config.holdout_validation else None
 
     model = build_network(config, genotype, info.num_classes, info.in_channels).to(device)
-    size = model_size(model, (info.in_channels, *info.image_size))
+    size = model_size(model, (info.in_channels, *loaders.image_size))
     to_channels_last(model, device, config.channels_last)
     cpu_channels_last = bool(config.channels_last) and device.type != "cuda"  # CUDA batches already are
     if config.sync_batchnorm and env.is_distributed:
@@ -133,20 +165,29 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     scheduler = build_scheduler(optimizer, optim.schedule, total_steps=config.epochs * steps_per_epoch,
                                 min_lr=optim.min_lr, warmup_steps=optim.warmup_epochs * steps_per_epoch,
-                                power_k=optim.power_k)
+                                power_k=optim.power_k, steps_per_epoch=steps_per_epoch,
+                                per_epoch=optim.schedule_per == "epoch", gamma=optim.gamma)
     criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
 
     checkpoints = CheckpointManager(run_dir, env, keep=config.keep_checkpoints)
     best_checkpoints = CheckpointManager(run_dir / "best", env, keep=1)
     start_epoch, elapsed_before, history = 0, 0.0, []
     best = {"epoch": None, "top1": None}
-    resumed = checkpoints.load_latest()
+    resumed = checkpoints.load_latest(expect=EPOCH_STATE)
+    if resumed is not None:  # checked and loaded before the run dir is touched: a refusal changes nothing
+        with checkpoints.restoring():
+            load_model_state(network, resumed["model"], source=str(checkpoints.loaded_path))
+            optimizer.load_state_dict(resumed["optimizer"])
+            scheduler.load_state_dict(resumed["scheduler"])
+            start_epoch, elapsed_before = resumed["epoch"], float(resumed["elapsed_s"])
+            history, best = resumed["history"], resumed["best"]
+        problem = _resume_problem(start_epoch, history, best, config.epochs)
+        if problem:
+            raise CheckpointInvalid(f"{checkpoints.loaded_path} passes its checksum but {problem}; {START_ANEW}")
+    prepare_run_dir(run_dir, env, config)
+    check_fingerprint(run_dir, fingerprint, is_main=env.is_main)
+    logger = logger or get_logger("train_eval", env, run_dir)
     if resumed is not None:
-        load_model_state(network, resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        start_epoch, elapsed_before = int(resumed["epoch"]), float(resumed["elapsed_s"])
-        history, best = list(resumed["history"]), dict(resumed["best"])
         logger.info("resumed from epoch %d in %s", start_epoch, run_dir)
     logger.info("%s: %.3fM params, %.2fM multiply-adds, %d steps/epoch x %d epochs on %s x %d",
                 genotype_name, size["params_m"], size["multiply_adds_m"], steps_per_epoch, config.epochs,
@@ -209,8 +250,11 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
                               precision=config.precision)
         best_test = None
         if best["epoch"] is not None:
-            best_state = best_checkpoints.load_latest(restore_rng=False)
-            load_model_state(network, best_state["model"])
+            best_state = best_checkpoints.load_latest(restore_rng=False, expect={"model": dict})
+            if best_state is None:
+                raise CheckpointInvalid(f"{best_checkpoints.directory} holds no readable checkpoint of the best "
+                                        f"epoch ({best['epoch']}); {START_ANEW}")
+            load_model_state(network, best_state["model"], source=str(best_checkpoints.loaded_path))
             loaders.test.set_epoch(0)
             best_test = evaluate(model, loaders.test, env=env, criterion=criterion, desc="test (best on val)",
                                  precision=config.precision)

@@ -7,7 +7,12 @@ this module makes that checkpoint. ``run_dir/checkpoints/ckpt_<step>.pt`` files 
 
 and the payload is ``{"format": 1, "step": s, "world_size": W, "rng": [state of rank 0, ..., rank W-1],
 "state": <the caller's dict>}``. A truncated or altered file fails the length or checksum test before
-anything is deserialised, and deserialising uses ``torch.load(weights_only=True)`` (no arbitrary pickles).
+anything is deserialised (:class:`CheckpointCorrupt`: skipped, with a warning, by ``load_latest``), and
+deserialising uses ``torch.load(weights_only=True)`` (no arbitrary pickles). A file that passes its checksum
+is then checked for structure (the layout above, every RNG entry, the keys and types the caller expects);
+one that fails, or whose state does not fit the run (another architecture's weights: see
+:func:`load_model_state` and :meth:`CheckpointManager.restoring`), raises :class:`CheckpointInvalid`, one
+line, before the caller changes anything.
 
 Saving is collective (every rank calls :meth:`CheckpointManager.save`): each rank serialises its own RNG
 state (Python random, numpy, torch CPU/CUDA) to bytes, the byte tensors are all-gathered to rank 0, and
@@ -21,6 +26,7 @@ optimizer and scheduler state_dicts, the loader epoch, the search state, the ste
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -29,12 +35,14 @@ import re
 import struct
 import warnings
 from pathlib import Path
+from typing import Iterator, Mapping
 
 import torch
 
 from launch.atomic import write_atomically
 from launch.distributed import DistEnv, all_gather_tensor, barrier, unwrap_model
-from launch.seeding import capture_rng_state, restore_rng_state
+from launch.errors import UserInputError
+from launch.seeding import capture_rng_state, restore_rng_state, rng_state_problem
 
 MAGIC = b"NASCKPT1\n"
 END = b"NASCKEND"
@@ -45,8 +53,16 @@ FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
 
 
-class CheckpointCorrupt(Exception):
-    """A checkpoint file failed its length/checksum test or could not be deserialised."""
+START_ANEW = "delete it, or start anew (another --note or --run-dir, or --set resume=false)"
+
+
+class CheckpointCorrupt(UserInputError):
+    """A checkpoint file failed its length/checksum test (damaged bytes): resume skips it."""
+
+
+class CheckpointInvalid(UserInputError):
+    """A checkpoint that passes its checksum but cannot resume this run: a wrong structure, or the state of
+    another architecture or optimizer. Resume stops here, in one line, before anything is changed."""
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -54,9 +70,22 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in unwrap_model(model).state_dict().items()}
 
 
-def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], strict: bool = True):
-    """Load a :func:`model_state` dict into ``model`` (unwrapping DDP first); returns load_state_dict's result."""
-    return unwrap_model(model).load_state_dict(state, strict=strict)
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], strict: bool = True,
+                     source: str = "the checkpoint"):
+    """Load a :func:`model_state` dict into ``model`` (unwrapping DDP first); returns load_state_dict's result.
+
+    ``state`` comes from a file: anything but a dict of tensors, or tensors that do not fit the model
+    (another architecture), is a :class:`CheckpointInvalid` naming ``source``.
+    """
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in state.items())):
+        raise CheckpointInvalid(f"{source} holds no model weights (a dict of tensors); {START_ANEW}")
+    try:
+        return unwrap_model(model).load_state_dict(state, strict=strict)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:200]
+        raise CheckpointInvalid(f"{source} holds the weights of another architecture ({detail}); "
+                                f"{START_ANEW}") from None
 
 
 def _tensor_to_bytes(obj: object) -> bytes:
@@ -76,7 +105,11 @@ def encode_checkpoint(payload: dict) -> bytes:
 
 
 def decode_checkpoint(data: bytes, name: str = "checkpoint") -> dict:
-    """Check and deserialise file bytes made by :func:`encode_checkpoint`; raises :class:`CheckpointCorrupt`."""
+    """Check and deserialise file bytes made by :func:`encode_checkpoint`.
+
+    Raises :class:`CheckpointCorrupt` for damaged bytes and :class:`CheckpointInvalid` for a file that
+    passes its checksum but is not a checkpoint of this layout (see :func:`payload_problem`).
+    """
     if len(data) < len(MAGIC) + _FOOTER.size or not data.startswith(MAGIC):
         raise CheckpointCorrupt(f"{name} is truncated or not a checkpoint ({len(data)} bytes)")
     length, digest, end = _FOOTER.unpack(data[-_FOOTER.size:])
@@ -87,11 +120,47 @@ def decode_checkpoint(data: bytes, name: str = "checkpoint") -> dict:
         raise CheckpointCorrupt(f"{name} is corrupt (SHA-256 mismatch)")
     try:
         payload = _bytes_to_object(body)
-    except Exception as error:  # checksum matched, so this is a version/format problem
-        raise CheckpointCorrupt(f"{name} cannot be loaded: {error}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise CheckpointCorrupt(f"{name} has an unknown layout")
+    except Exception as error:  # checksum matched, so this is a version/format problem, or a crafted file
+        detail = " ".join(str(error).split())[:200]
+        raise CheckpointInvalid(f"{name} passes its checksum but cannot be loaded ({detail}); {START_ANEW}") \
+            from None
+    problem = payload_problem(payload)
+    if problem:
+        raise CheckpointInvalid(f"{name} passes its checksum but {problem}; {START_ANEW}")
     return payload
+
+
+def payload_problem(payload: object) -> str | None:
+    """What makes ``payload`` not the layout of the module docstring, or None (RNG entries included)."""
+    if not isinstance(payload, dict) or type(payload.get("format")) is not int or payload["format"] != FORMAT_VERSION:
+        return "has an unknown layout"
+    step, world_size, rng, state = (payload.get(key) for key in ("step", "world_size", "rng", "state"))
+    if type(step) is not int or step < 0:
+        return "has no step"
+    if type(world_size) is not int or world_size < 1:
+        return "has no world size"
+    if not isinstance(rng, list) or len(rng) != world_size:
+        return f"has no RNG state per rank (expected {world_size})"
+    for rank, entry in enumerate(rng):
+        problem = rng_state_problem(entry)
+        if problem:
+            return f"has {problem} in the RNG state of rank {rank}"
+    if not isinstance(state, dict):
+        return "has no state"
+    return None
+
+
+def state_problem(state: dict, expect: Mapping[str, type | tuple[type, ...]]) -> str | None:
+    """What ``state`` lacks of ``expect`` (key -> type), or None."""
+    for key, kind in expect.items():
+        if key not in state:
+            return f"has no {key!r} entry"
+        value = state[key]
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            return f"has a {key!r} entry of type bool"
+        if not isinstance(value, kind):
+            return f"has a {key!r} entry of type {type(value).__name__}"
+    return None
 
 
 class CheckpointManager:
@@ -115,10 +184,14 @@ class CheckpointManager:
         self.env = env
         self.keep = keep
         self.loaded_step: int | None = None
+        self.loaded_path: Path | None = None
         if env.is_main:
             self.directory.mkdir(parents=True, exist_ok=True)
             for leftover in self.directory.glob(".ckpt_*.tmp"):  # from a write that died before its rename
                 leftover.unlink(missing_ok=True)
+        for _, path in self.list_checkpoints():  # every rank: the same answer from the shared folder
+            if not path.is_file():
+                raise CheckpointInvalid(f"{path} is not a file, but a checkpoint is written there; remove it")
         barrier()
 
     def path_for(self, step: int) -> Path:
@@ -171,17 +244,24 @@ class CheckpointManager:
         barrier()
         return path
 
-    def load(self, path: str | os.PathLike, restore_rng: bool = True) -> dict:
-        """The caller's state saved in ``path`` (tensors on the CPU); raises :class:`CheckpointCorrupt`.
+    def load(self, path: str | os.PathLike, restore_rng: bool = True,
+             expect: Mapping[str, type | tuple[type, ...]] | None = None) -> dict:
+        """The caller's state saved in ``path`` (tensors on the CPU).
 
-        With ``restore_rng`` this rank's RNG state (saved by the same rank) is put back.
+        Raises :class:`CheckpointCorrupt` (damaged bytes) or :class:`CheckpointInvalid` (checksum fine, but
+        a wrong layout, or a state without the ``expect``-ed keys of the expected types, e.g.
+        ``{"model": dict, "epoch": int}``). With ``restore_rng`` this rank's RNG state (saved by the same
+        rank) is put back, once everything is checked.
         """
         path = Path(path)
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise CheckpointCorrupt(f"{path} cannot be read: {error}") from None
+            raise CheckpointCorrupt(f"{path} cannot be read: {error.strerror or error}") from None
         payload = decode_checkpoint(data, name=str(path))
+        problem = state_problem(payload["state"], expect or {})
+        if problem:
+            raise CheckpointInvalid(f"{path} passes its checksum but {problem}; {START_ANEW}")
         if restore_rng:
             rng_states = payload["rng"]
             if payload["world_size"] != self.env.world_size:
@@ -191,21 +271,40 @@ class CheckpointManager:
                     stacklevel=2,
                 )
             if self.env.rank < len(rng_states):
-                restore_rng_state(rng_states[self.env.rank])
-        self.loaded_step = int(payload["step"])
+                try:
+                    restore_rng_state(rng_states[self.env.rank])
+                except (ValueError, TypeError, OverflowError, RuntimeError) as error:
+                    raise CheckpointInvalid(f"{path} holds an RNG state that cannot be restored ({error}); "
+                                            f"{START_ANEW}") from None
+        self.loaded_step = payload["step"]
+        self.loaded_path = path
         return payload["state"]
 
-    def load_latest(self, restore_rng: bool = True) -> dict | None:
+    def load_latest(self, restore_rng: bool = True,
+                    expect: Mapping[str, type | tuple[type, ...]] | None = None) -> dict | None:
         """The newest checkpoint that passes its checks, or None when there is none.
 
-        Corrupt or truncated files are skipped with a warning (and left on disk). Call it after building
-        the model and optimizer and before training, since it restores the RNG state.
+        Corrupt or truncated files are skipped with a warning (and left on disk); a file that passes its
+        checksum but fails the structure checks (see :meth:`load`) stops the resume with
+        :class:`CheckpointInvalid`. Call it after building the model and optimizer and before training,
+        since it restores the RNG state.
         """
         for step, path in self.list_checkpoints():
             try:
-                return self.load(path, restore_rng=restore_rng)
+                return self.load(path, restore_rng=restore_rng, expect=expect)
             except CheckpointCorrupt as error:
                 message = f"skipping checkpoint of step {step}: {error}"
                 warnings.warn(message, stacklevel=2)
                 log.warning(message)
         return None
+
+    @contextlib.contextmanager
+    def restoring(self) -> Iterator[None]:
+        """Wrap the caller's ``load_state_dict`` calls on the loaded state: an optimizer, scheduler or
+        other state that does not fit this run becomes one :class:`CheckpointInvalid` line."""
+        try:
+            yield
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+            detail = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+            raise CheckpointInvalid(f"{self.loaded_path or 'the checkpoint'} does not fit this run ({detail}); "
+                                    f"{START_ANEW}") from None

@@ -11,6 +11,14 @@ nested dataclasses. Anything wrong raises :class:`ConfigError` naming the dotted
 (with a "did you mean" suggestion), a wrong type, a missing required key, or an impossible value
 found by a dataclass's own ``validate(self)`` method (called for every nested config, innermost first).
 
+Checked for every config, before its ``validate()``:
+
+- a float is finite (no ``.inf``, ``nan``), an int fits in 64 bits, a string or path holds no NUL;
+- keys that mean the same in every config (:data:`SHARED_RULES`), wherever they appear: ``seed`` in
+  0..2**32-1 (the range numpy's seeding takes; torch takes more), ``momentum`` in [0, 1), ``save`` not empty;
+- the YAML itself: at most :data:`MAX_YAML_NODES` values once aliases are expanded, and no value that
+  contains itself (a YAML bomb fails in one line, not after minutes).
+
 Example::
 
     @dataclass
@@ -33,6 +41,7 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import pathlib
 import types
@@ -42,7 +51,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from launch.atomic import write_atomically
-from launch.errors import ConfigError
+from launch.errors import ConfigError, short_repr
 
 __all__ = [
     "ConfigError",
@@ -54,6 +63,11 @@ __all__ = [
 ]
 
 C = TypeVar("C")
+
+SEED_LIMIT = 2**32  # seeds are 0..2**32-1: numpy's legacy seeding takes no more (torch takes up to 2**64-1)
+INT_LIMIT = 2**63  # ints must fit in int64 (torch, numpy): larger ones only overflow later
+MAX_YAML_NODES = 100_000
+MAX_NAME_BYTES = 255  # a folder name longer than this fails with ENAMETOOLONG on common file systems
 
 
 def _split_overrides(items: list[str]) -> dict[str, str]:
@@ -86,8 +100,9 @@ def _parse_scalar_text(raw_value: str) -> object:
     text = _RawText(raw_value)
     try:
         text.parsed = yaml.safe_load(raw_value) if raw_value.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an integer with over 4300 digits
         text.parsed = raw_value
+    _check_tree_size(text.parsed, "an override")
     return text
 
 
@@ -108,11 +123,35 @@ def _read_yaml(yaml_path: str | os.PathLike) -> dict:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}") from None
+    except (ValueError, RecursionError) as error:  # an integer with over 4300 digits; nesting too deep
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise ConfigError(f"config file '{path}' is not usable YAML: {reason}") from None
+    _check_tree_size(data, f"config file '{path}'")
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys to values, not {type(data).__name__}")
     return data
+
+
+def _check_tree_size(tree: object, what: str) -> None:
+    """Refuse YAML that expands (through aliases) to more than MAX_YAML_NODES values, or contains itself."""
+    count, stack, path_ids = 0, [(tree, False)], set()
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            path_ids.discard(id(node))
+            continue
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise ConfigError(f"{what} holds more than {MAX_YAML_NODES} values (counting each alias use)")
+        if isinstance(node, (dict, list, tuple, set)):
+            if id(node) in path_ids:
+                raise ConfigError(f"{what} holds a value that contains itself (a recursive alias)")
+            path_ids.add(id(node))
+            stack.append((node, True))
+            items = [*node.keys(), *node.values()] if isinstance(node, dict) else list(node)
+            stack.extend((item, False) for item in items)
 
 
 def _set_dotted(tree: dict, dotted_key: str, value: object) -> None:
@@ -162,10 +201,10 @@ def _describe(value: object) -> str:
     if isinstance(value, _RawText):
         value = value.parsed
     if isinstance(value, str):
-        return f"the string {value!r}"
+        return f"the string {short_repr(value)}"
     if value is None:
         return "null"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {short_repr(value)}"
 
 
 def _type_name(expected: Any) -> str:
@@ -181,6 +220,10 @@ def _type_name(expected: Any) -> str:
     if origin is not None:
         return str(expected).replace("typing.", "")
     return getattr(expected, "__name__", str(expected))
+
+
+class _ValueRefused(ConfigError):
+    """A value of the right type that no config may hold (inf, nan, beyond int64, a NUL in a string)."""
 
 
 def _coerce(value: object, expected: Any, key: str) -> object:
@@ -206,6 +249,8 @@ def _coerce(value: object, expected: Any, key: str) -> object:
         for member in members:
             try:
                 return _coerce(candidate, member, key)
+            except _ValueRefused:
+                raise  # the right type but an impossible value: say so, not "must be X or Y"
             except ConfigError:
                 continue
         raise wrong()
@@ -247,29 +292,38 @@ def _coerce(value: object, expected: Any, key: str) -> object:
         raise wrong()
     if expected is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT_LIMIT <= value < INT_LIMIT:
+                raise _ValueRefused(f"must fit in 64 bits, got {_describe(value)}", key=key)
             return value
         raise wrong()
     if expected is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            number = value
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise wrong()
-    if expected is str:
+        if number is None:
+            raise wrong()
+        try:
+            number = float(number)
+        except OverflowError:  # an int beyond float's range
+            number = math.inf
+        if not math.isfinite(number):
+            raise _ValueRefused(f"must be a finite number, got {_describe(value)}", key=key)
+        return number
+    if expected is str or expected in (pathlib.Path, pathlib.PurePath):
         if raw_text is not None:
-            return str(raw_text)
-        if isinstance(value, str):
-            return value
-        raise wrong()
-    if expected in (pathlib.Path, pathlib.PurePath):
-        if raw_text is not None:
-            return pathlib.Path(str(raw_text))
-        if isinstance(value, (str, pathlib.PurePath)):
-            return pathlib.Path(value)
-        raise wrong()
+            text = str(raw_text)
+        elif isinstance(value, str) or (expected is not str and isinstance(value, pathlib.PurePath)):
+            text = str(value)
+        else:
+            raise wrong()
+        if "\0" in text:
+            raise _ValueRefused("must not hold a NUL character", key=key)
+        return text if expected is str else pathlib.Path(text)
     if isinstance(expected, type):
         if isinstance(value, expected):
             return value
@@ -321,18 +375,41 @@ def _build(cls: type[C], values: dict, prefix: str, defaults: object | None = No
     return cls(**kwargs)
 
 
+def check_seed(seed: object, key: str = "seed") -> None:
+    """A seed every generator the project seeds accepts: an int in 0..SEED_LIMIT-1."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"must be an integer in 0..{SEED_LIMIT - 1} (got {short_repr(seed)})", key=key)
+
+
+def _check_momentum(momentum: object, key: str) -> None:
+    if isinstance(momentum, (int, float)) and not 0 <= momentum < 1:
+        raise ConfigError(f"must be in [0, 1) (got {momentum})", key=key)
+
+
+def _check_folder(folder: object, key: str) -> None:
+    if isinstance(folder, (str, pathlib.PurePath)) and not str(folder).strip():
+        raise ConfigError("must name a folder (got an empty string)", key=key)
+
+
+#: Keys with one meaning in every config, checked wherever a config has them (so no config repeats them).
+SHARED_RULES = {"seed": check_seed, "momentum": _check_momentum, "save": _check_folder}
+
+
 def _validate(config: object, prefix: str = "") -> None:
-    """Call ``validate()`` on every nested dataclass, innermost first, prefixing error keys."""
+    """Check every nested dataclass, innermost first (SHARED_RULES, then its ``validate()``), prefixing keys."""
     for field in dataclasses.fields(config):
         child = getattr(config, field.name)
         if dataclasses.is_dataclass(child) and not isinstance(child, type):
             _validate(child, f"{prefix}.{field.name}" if prefix else field.name)
-    validate = getattr(config, "validate", None)
-    if callable(validate):
-        try:
+    try:
+        for field in dataclasses.fields(config):
+            if field.name in SHARED_RULES:
+                SHARED_RULES[field.name](getattr(config, field.name), key=field.name)
+        validate = getattr(config, "validate", None)
+        if callable(validate):
             validate()
-        except ConfigError as error:
-            raise error.with_prefix(prefix) from None
+    except ConfigError as error:
+        raise error.with_prefix(prefix) from None
 
 
 def load_config(cls: type[C], yaml_path: str | os.PathLike | None = None,
@@ -409,7 +486,8 @@ def add_override_argument(parser: argparse.ArgumentParser, *, distributed_flag: 
 
 def check_run_fields(note: str, threads: int | None) -> None:
     """The checks every search config shares: ``note`` names one folder, ``threads`` is >= 1 or None."""
-    if not note or "/" in note or note in (".", ".."):
-        raise ConfigError(f"must be a plain folder name (got {note!r})", key="note")
+    if not note or "/" in note or note in (".", "..") or len(note.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise ConfigError(f"must be a plain folder name of at most {MAX_NAME_BYTES} bytes (got {short_repr(note)})",
+                          key="note")
     if threads is not None and threads < 1:
         raise ConfigError(f"must be at least 1 (got {threads})", key="threads")

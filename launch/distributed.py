@@ -13,9 +13,12 @@ unconditionally. None of them pickles: only tensors travel.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
+import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -111,12 +114,16 @@ def _attempt_scoped_store(world_size: int):
     return dist.PrefixStore(f"launch/attempt_{attempt}", agent_store)
 
 
-def init_distributed(backend: str | None = None, device: str | None = None) -> DistEnv:
+def init_distributed(backend: str | None = None, device: str | None = None,
+                     timeout_s: float | None = None) -> DistEnv:
     """Join the job's process group, if torchrun started this process, and pick this rank's device.
 
     Args:
         backend: "nccl", "gloo" or "mpi"; default NCCL for a CUDA device, gloo for the CPU.
         device: "cpu", "cuda" or "cuda:N"; default ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
+        timeout_s: how long a collective may wait for the other ranks before the job aborts (NCCL's
+            watchdog, gloo's timeout); default torch's (10 minutes for NCCL, 30 for gloo). Long
+            imbalanced work should end with :func:`wait_for_all` rather than a longer timeout.
 
     Returns the :class:`DistEnv`. Calling it again returns the same description of the existing group.
     Raises :class:`LaunchError` for a device or backend that cannot work here.
@@ -141,6 +148,8 @@ def init_distributed(backend: str | None = None, device: str | None = None) -> D
         if not dist.is_backend_available(chosen_backend):
             raise LaunchError(f"backend {chosen_backend!r} is not available in this PyTorch build")
         kwargs = {"device_id": chosen_device} if chosen_device.type == "cuda" else {}
+        if timeout_s is not None:
+            kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
         store = _attempt_scoped_store(world_size)
         if store is None:
             dist.init_process_group(backend=chosen_backend, init_method="env://", **kwargs)
@@ -165,6 +174,29 @@ def _group_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return 1
+
+
+def wait_for_all(name: str, poll_s: float = 0.5, on_wait: Callable[[float], None] | None = None) -> None:
+    """Wait until every rank has called ``wait_for_all(name)``, OUTSIDE any collective.
+
+    A barrier is a collective: a rank that waits in it for longer than the process group's timeout (NCCL's
+    watchdog: 10 minutes by default) aborts the job. Here each rank sets ``name/<rank>`` in the job's
+    key-value store and polls (``store.check``, which never blocks) until all ranks' keys exist, so an idle
+    rank can wait for hours. ``name`` must be unique within the job. ``on_wait(seconds waited)`` is called
+    about once a minute while waiting (progress logs).
+    """
+    world = _group_size()
+    if world == 1:
+        return
+    store = dist.distributed_c10d._get_default_store()
+    store.set(f"wait_for_all/{name}/{dist.get_rank()}", b"1")
+    keys = [f"wait_for_all/{name}/{rank}" for rank in range(world)]
+    started = last_report = time.monotonic()
+    while not store.check(keys):
+        time.sleep(poll_s)
+        if on_wait is not None and time.monotonic() - last_report >= 60.0:
+            last_report = time.monotonic()
+            on_wait(last_report - started)
 
 
 def barrier() -> None:
@@ -251,6 +283,39 @@ def broadcast_tensors(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
             for tensor in group:
                 tensor.copy_(flat[offset:offset + tensor.numel()].view_as(tensor))
                 offset += tensor.numel()
+
+
+@contextlib.contextmanager
+def synced_batchnorm(model: torch.nn.Module, enabled: bool = True) -> Iterator[torch.nn.Module]:
+    """Inside the block every BatchNorm of ``model`` is a SyncBatchNorm sharing the same parameter and buffer
+    tensors, so a DDP-trained network normalises over the whole batch of all ranks, as one rank would;
+    on exit the original modules are back (with the trained values, since the tensors are shared).
+
+    Only for training phases in which every rank runs the same forward passes: a SyncBatchNorm in train
+    mode all-reduces in every forward. torch's SyncBatchNorm runs on CUDA only; ``enabled=False`` (the
+    CPU, or a world of one) leaves the model unchanged.
+    """
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+    if enabled:
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
+                        child, torch.nn.SyncBatchNorm):
+                    synced = torch.nn.SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                                    child.track_running_stats)
+                    synced.weight, synced.bias = child.weight, child.bias
+                    synced.running_mean, synced.running_var = child.running_mean, child.running_var
+                    synced.num_batches_tracked = child.num_batches_tracked
+                    synced.train(child.training)
+                    setattr(parent, name, synced)
+                    swapped.append((parent, name, child))
+    try:
+        yield model
+    finally:
+        for parent, name, child in reversed(swapped):
+            synced = getattr(parent, name)
+            child.train(synced.training)
+            setattr(parent, name, child)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

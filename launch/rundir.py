@@ -27,6 +27,7 @@ import torch
 
 from launch.config import config_to_dict, save_config
 from launch.distributed import DistEnv, barrier
+from launch.errors import UserInputError, describe_os_error
 
 T = TypeVar("T")
 
@@ -36,30 +37,48 @@ TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_DIR = "checkpoints"
 
 
-def prepare_run_dir(path: str | os.PathLike, env: DistEnv, config: object | None = None) -> Path:
-    """Create ``path`` (and ``checkpoints/``), save the resolved ``config`` there on rank 0; return the path.
+class RunDirError(UserInputError):
+    """The run directory cannot be created or used (a file in the way, a read-only place, a name too long)."""
 
-    If the directory already holds a different config.yaml (a resumed run with changed flags), the old
-    one is kept as ``config.<n>.yaml`` before the new one is written. All ranks wait for rank 0.
+
+def make_run_dir(path: str | os.PathLike, env: DistEnv) -> Path:
+    """Create ``path`` and ``path/checkpoints`` on rank 0 (all ranks wait); change nothing inside; return it.
+
+    A path that cannot be a folder (a file in the way, under /proc, a name too long) is one RunDirError.
     """
     run_dir = Path(path)
     if env.is_main:
-        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-        if config is not None:
-            config_path = run_dir / CONFIG_FILE
-            if config_path.exists():
-                import yaml
+        try:
+            (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunDirError(f"{run_dir} cannot be the run directory ({describe_os_error(error)})") from None
+    barrier()
+    return run_dir
 
-                try:
-                    previous = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-                except (OSError, yaml.YAMLError):
-                    previous = None
-                if previous != config_to_dict(config):
-                    number = 1
-                    while (run_dir / f"config.{number}.yaml").exists():
-                        number += 1
-                    config_path.rename(run_dir / f"config.{number}.yaml")
-            save_config(config, config_path)
+
+def prepare_run_dir(path: str | os.PathLike, env: DistEnv, config: object | None = None) -> Path:
+    """:func:`make_run_dir`, then save the resolved ``config`` there on rank 0; return the path.
+
+    If the directory already holds a different config.yaml (a resumed run with changed flags), the old
+    one is kept as ``config.<n>.yaml`` before the new one is written. All ranks wait for rank 0. Callers
+    that resume check their checkpoint first (see evaluation/run.py), so a refused resume renames nothing.
+    """
+    run_dir = make_run_dir(path, env)
+    if env.is_main and config is not None:
+        config_path = run_dir / CONFIG_FILE
+        if config_path.exists():
+            import yaml
+
+            try:
+                previous = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError):
+                previous = None
+            if previous != config_to_dict(config):
+                number = 1
+                while (run_dir / f"config.{number}.yaml").exists():
+                    number += 1
+                config_path.rename(run_dir / f"config.{number}.yaml")
+        save_config(config, config_path)
     barrier()
     return run_dir
 
@@ -159,15 +178,16 @@ class MetricsLogger:
         self.close()
 
 
-def progress(iterable: Iterable[T], env: DistEnv, desc: str, total: int | None = None, **kwargs) -> Iterator[T] | Iterable[T]:
-    """A tqdm bar over ``iterable`` on rank 0 (hidden when stderr is not a terminal); the plain iterable elsewhere.
+def progress(iterable: Iterable[T], env: DistEnv, desc: str, total: int | None = None, **kwargs):
+    """A tqdm bar over ``iterable``: shown on rank 0 (hidden when stderr is not a terminal), disabled on the
+    other ranks, so callers may always use its methods (set_postfix, update, close, ``with``).
 
-    Extra keyword arguments go to tqdm (e.g. ``leave=False``, ``disable=False`` to force it on).
+    Extra keyword arguments go to tqdm (e.g. ``leave=False``, ``disable=False`` to force it on rank 0).
     """
-    if not env.is_main:
-        return iterable
     from tqdm import tqdm
 
+    if not env.is_main:
+        kwargs["disable"] = True
     kwargs.setdefault("disable", None)  # None: off when not attached to a terminal (log files, pytest)
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, desc=desc, total=total, **kwargs)

@@ -14,8 +14,12 @@ p_norm as k -> 1 is c(e) normalised the same way). A larger k drops the rate fas
 Linear warmup over W steps (or epochs) runs lr = max_lr * (i + 1) / (W + 1) for i = 0..W-1, so it rises
 to just below max_lr and the main schedule then starts at max_lr over the remaining T - W steps.
 
+Exponential decay (DARTS's ImageNet StepLR(1, gamma=0.97)): lr(e) = max_lr * gamma ** e after e epochs.
+
 :func:`build_scheduler` turns these into a per-step ``LambdaLR`` (call ``scheduler.step()`` after every
-``optimizer.step()``); the optimizer's learning rate of each parameter group is that group's max_lr.
+``optimizer.step()``); the optimizer's learning rate of each parameter group is that group's max_lr. With
+``per_epoch`` the rate changes once per epoch, t above counting epochs (DARTS, pt.darts, darts-pt and
+sharpDARTS step their schedulers once per epoch); otherwise at every step, t counting steps.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import torch
 
 from launch.errors import ConfigError
 
-ScheduleKind = Literal["cosine", "cosine_power", "constant"]
+ScheduleKind = Literal["cosine", "cosine_power", "constant", "exponential"]
 
 
 def cosine_lr(step: int, total: int, max_lr: float, min_lr: float) -> float:
@@ -81,12 +85,14 @@ def cosine_power_annealing(epochs: int, max_lr: float, min_lr: float, k: float,
 
 
 def _lr_at_step(kind: ScheduleKind, step: int, total_steps: int, max_lr: float, min_lr: float,
-                warmup_steps: int, power_k: float) -> float:
+                warmup_steps: int, power_k: float, gamma: float = 0.97, steps_per_epoch: float = 1.0) -> float:
     if step < warmup_steps:
         return linear_warmup(step, warmup_steps, max_lr)
     main_step, main_total = step - warmup_steps, max(total_steps - warmup_steps, 0)
     if kind == "constant":
         return max_lr
+    if kind == "exponential":
+        return max_lr * gamma ** (main_step / steps_per_epoch)
     if kind == "cosine":
         return cosine_lr(main_step, main_total, max_lr, min_lr)
     # cosine_power: step i of the main phase is "epoch" i + 1 of main_total, as in the per-epoch list
@@ -94,24 +100,35 @@ def _lr_at_step(kind: ScheduleKind, step: int, total_steps: int, max_lr: float, 
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, kind: ScheduleKind, total_steps: int, min_lr: float,
-                    warmup_steps: int = 0, power_k: float = 2.0) -> torch.optim.lr_scheduler.LambdaLR:
+                    warmup_steps: int = 0, power_k: float = 2.0, *, steps_per_epoch: int = 1,
+                    per_epoch: bool = False, gamma: float = 0.97) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step LambdaLR: learning rate of each group = schedule(step) with max_lr = that group's lr.
 
-    ``kind``: "cosine" (to ``min_lr`` at ``total_steps``), "cosine_power" (k = ``power_k``) or "constant";
-    all after ``warmup_steps`` of linear warmup. Its ``state_dict`` goes into checkpoints.
+    ``kind``: "cosine" (to ``min_lr`` at ``total_steps``), "cosine_power" (k = ``power_k``), "constant" or
+    "exponential" (x ``gamma`` per epoch of ``steps_per_epoch`` steps); all after ``warmup_steps`` of linear
+    warmup. ``per_epoch``: the rate is the schedule's value at the epoch's first step, evaluated in epochs
+    (step // steps_per_epoch of total_steps // steps_per_epoch; warmup_steps should then be whole epochs).
+    Its ``state_dict`` goes into checkpoints.
     """
-    if kind not in ("cosine", "cosine_power", "constant"):
-        raise ConfigError(f"learning-rate schedule {kind!r} is unknown (use cosine, cosine_power or constant)")
+    if kind not in ("cosine", "cosine_power", "constant", "exponential"):
+        raise ConfigError(f"learning-rate schedule {kind!r} is unknown (use cosine, cosine_power, constant or "
+                          "exponential)")
     if kind == "cosine_power":
         _check_power_k(power_k)
-    if total_steps < 0 or warmup_steps < 0:
-        raise ConfigError(f"total steps ({total_steps}) and warmup steps ({warmup_steps}) must not be negative")
+    if total_steps < 0 or warmup_steps < 0 or steps_per_epoch < 1:
+        raise ConfigError(f"total steps ({total_steps}) and warmup steps ({warmup_steps}) must not be negative, "
+                          f"steps per epoch ({steps_per_epoch}) at least 1")
+    if not 0 < gamma <= 1:
+        raise ConfigError(f"the exponential decay gamma must be in (0, 1] (got {gamma})")
+    unit = steps_per_epoch if per_epoch else 1  # steps per unit of the schedule's time
 
     def factor_for(max_lr: float) -> Callable[[int], float]:
         def factor(step: int) -> float:
             if max_lr == 0:
                 return 0.0
-            return _lr_at_step(kind, step, total_steps, max_lr, min_lr, warmup_steps, power_k) / max_lr
+            lr = _lr_at_step(kind, step // unit, total_steps // unit, max_lr, min_lr, warmup_steps // unit,
+                             power_k, gamma, steps_per_epoch / unit)
+            return lr / max_lr
         return factor
 
     factors = [factor_for(group.get("initial_lr", group["lr"])) for group in optimizer.param_groups]

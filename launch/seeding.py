@@ -64,6 +64,37 @@ def capture_rng_state() -> dict:
     }
 
 
+def rng_state_problem(state: object) -> str | None:
+    """What makes ``state`` not a :func:`capture_rng_state` result (a checkpoint holds it), or None.
+
+    Checks the layout and every entry's type and size, so :func:`restore_rng_state` gets what it expects.
+    """
+    if not isinstance(state, dict) or not {"python", "numpy", "torch"} <= set(state):
+        return "not a dict with python, numpy and torch entries"
+    python, numpy_state, torch_state = state["python"], state["numpy"], state["torch"]
+    if not (isinstance(python, dict) and type(python.get("version")) is int
+            and _is_tensor(python.get("state"), torch.int64, 625)
+            and (python.get("gauss_next") is None or type(python.get("gauss_next")) is float)):
+        return "a malformed python entry"
+    if not (isinstance(numpy_state, dict) and isinstance(numpy_state.get("kind"), str)
+            and numpy_state["kind"] == "MT19937"
+            and _is_tensor(numpy_state.get("keys"), torch.int64, 624)
+            and type(numpy_state.get("position")) is int and type(numpy_state.get("has_gauss")) is int
+            and type(numpy_state.get("cached_gaussian")) is float):
+        return "a malformed numpy entry"
+    if not _is_tensor(torch_state, torch.uint8, torch.get_rng_state().numel()):
+        return "a malformed torch entry"
+    cuda = state.get("cuda", [])
+    if not (isinstance(cuda, list) and all(_is_tensor(entry, torch.uint8) for entry in cuda)):
+        return "a malformed cuda entry"
+    return None
+
+
+def _is_tensor(value: object, dtype: torch.dtype, size: int | None = None) -> bool:
+    return (isinstance(value, torch.Tensor) and value.dtype == dtype and value.dim() == 1
+            and (size is None or value.numel() == size))
+
+
 def restore_rng_state(state: dict) -> None:
     """Put back RNG states captured by :func:`capture_rng_state` (CUDA ones only where CUDA is present)."""
     python_state = state["python"]

@@ -180,12 +180,10 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
         count = labels.shape[0]
         sums += torch.tensor([result["loss"] * count, result["top1"] * count / 100.0, count], dtype=torch.float64)
         steps += 1
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{result['loss']:.3f}", top1=f"{result['top1']:.1f}")
+        bar.set_postfix(loss=f"{result['loss']:.3f}", top1=f"{result['top1']:.1f}")
         if max_steps is not None and steps >= max_steps:
             break  # checked after the step so no batch is drawn and dropped
-    if hasattr(bar, "close"):
-        bar.close()
+    bar.close()
     if sync:
         sums = all_reduce_sum(sums.to(env.device)).cpu()
     count = sums[2].item()
@@ -200,7 +198,7 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_batches: int | None = None,
              criterion: Criterion | None = None, desc: str = "eval", sync: bool = True,
-             precision: str = "auto") -> dict:
+             precision: str = "auto", per_sample: bool = False) -> dict:
     """Loss and top-1/top-5 accuracy (percent) over ``batches``, summed over all ranks.
 
     Returns ``{"loss", "top1", "top5", "count", "correct"}`` where count is the number of samples of all
@@ -210,6 +208,8 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_bat
     Runs the unwrapped model (no DDP collectives; a torch.compile wrapper is kept) in eval mode at
     ``precision`` (see :data:`PRECISIONS`) and restores its previous mode afterwards.
     ``criterion`` must return the batch mean (default cross-entropy); only the main logits are scored.
+    ``per_sample``: also return this rank's ``per_sample_correct`` and ``per_sample_loss``, float64 CPU
+    tensors (n,) in batch order (1.0 where top-1 is right; cross-entropy of each sample).
     """
     criterion = criterion or F.cross_entropy
     network = _without_ddp(model)
@@ -217,6 +217,7 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_bat
     network.eval()
     device = _model_device(network)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss * n, correct@1, correct@5, n
+    sample_correct, sample_loss = [], []
     try:
         bar = progress(batches, env, desc=desc, total=max_batches, leave=False)
         for index, (images, labels) in enumerate(bar if max_batches != 0 else ()):
@@ -228,22 +229,29 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_bat
             sums[0] += criterion(logits, labels).double() * count
             sums[1:3] += count_correct(logits, labels, topk=(1, 5)).to(device)
             sums[3] += count
+            if per_sample:
+                sample_correct.append(logits.topk(1, dim=-1).indices[:, 0].eq(labels).to(torch.float64))  # as count_correct
+                sample_loss.append(F.cross_entropy(logits, labels, reduction="none").to(torch.float64))
             if max_batches is not None and index + 1 >= max_batches:
                 break
-        if hasattr(bar, "close"):
-            bar.close()
+        bar.close()
     finally:
         network.train(was_training)
     if sync:
         sums = all_reduce_sum(sums.to(env.device))
     sums = sums.cpu()
     count = sums[3].item()
-    if not count:
-        return {"loss": math.nan, "top1": math.nan, "top5": math.nan, "count": 0, "correct": 0}
-    return {
-        "loss": sums[0].item() / count,
-        "top1": 100.0 * sums[1].item() / count,
-        "top5": 100.0 * sums[2].item() / count,
-        "count": int(count),
-        "correct": int(sums[1].item()),
-    }
+    result = {"loss": math.nan, "top1": math.nan, "top5": math.nan, "count": 0, "correct": 0}
+    if count:
+        result = {
+            "loss": sums[0].item() / count,
+            "top1": 100.0 * sums[1].item() / count,
+            "top5": 100.0 * sums[2].item() / count,
+            "count": int(count),
+            "correct": int(sums[1].item()),
+        }
+    if per_sample:
+        empty = torch.zeros(0, dtype=torch.float64)
+        result["per_sample_correct"] = torch.cat(sample_correct).cpu() if sample_correct else empty
+        result["per_sample_loss"] = torch.cat(sample_loss).cpu() if sample_loss else empty
+    return result

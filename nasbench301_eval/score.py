@@ -19,7 +19,7 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from launch.errors import UserInputError, cli_entry  # noqa: E402
+from launch.errors import ArgumentParser, UserInputError, cli_entry  # noqa: E402
 from nasbench301_eval.encoding import genotype_to_config, genotype_to_vector  # noqa: E402
 from nasbench301_eval.surrogate import SurrogateEnsemble  # noqa: E402
 from space.genotype import builtin_names, genotype_name, load_genotype  # noqa: E402
@@ -37,7 +37,7 @@ class NoSurrogateError(UserInputError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python nasbench301_eval/score.py",
         description="Predict the CIFAR-10 validation accuracy of DARTS genotypes with the NASBench-301 xgb "
                     "surrogate, read directly (no nasbench301/ConfigSpace install needed).",
@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.noise and args.models is None:
         raise NoSurrogateError("--noise needs --models DIR (the surrogate folder)")
+    if args.seed < 0:  # numpy's default_rng takes any non-negative integer
+        raise UserInputError(f"--seed must not be negative, got {args.seed}")
     records = score(args)
     print(json.dumps(records, indent=2) if args.json else format_text(records))
     if args.models is None:

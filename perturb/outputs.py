@@ -2,13 +2,15 @@
 
     run_dir/
       checkpoints/ckpt_<step>.pt   one per decision (launch.checkpoint: atomic, checksummed, every rank's RNG)
-      stage_a/member_<m>.json      stage-A rows of member m as they finish (what a restart resumes stage A from)
+      stage_a/member_<m>.json      stage-A rows of this rank's member m as they finish (its resume record;
+                                   perturb/stage_a_records.py)
       scores.json                  every member's score matrix, the population average, every decision
       cells/step_<step>.png        the cell after each decision of stages B-D (all candidate ops shown)
-      cells/final.png              the final genotype (space.visualize.draw_genotype)
+      cells/final.png              the final genotype (space.pictures.draw_genotype)
       genotype.json                the searched cell (normal = reduce)
-      summary.json                 wall time (per stage; rank 0's training and perturb-val seconds per stage),
-                                   world size, device-hours = wall * W / 3600, the genotype
+      summary.json                 status (running / done), progress per stage with ETA, wall time (per stage;
+                                   rank 0's training and perturb-val seconds per stage), world size,
+                                   device-hours = wall * W / 3600, decision confidence, the genotype
       config.yaml, log.txt, metrics.jsonl, tensorboard/   (launch.rundir)
 
 Only rank 0 writes files (checkpoint saving is collective). Pictures are skipped, with one warning, when
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -31,40 +32,15 @@ from launch.config import config_to_dict
 from launch.distributed import DistEnv, barrier
 from launch.errors import ConfigError
 from perturb.runtime import SearchRuntime
-from perturb.stages import SearchState
-from space.genotype import INPUT_NODES, Genotype
-from space.ops import NONE_OP
-from space.search_network import EDGE_ENDPOINTS, EdgeCandidates, SearchNetwork
+from perturb.stage_a_records import MemberRecords
+from perturb.stages import SearchState, decision_confidence, kill_for_test
+from space.genotype import Genotype
+from space.pictures import draw_genotype, draw_search_cell
+from space.search_network import SearchNetwork
 
 
 def write_json(path: Path, record: dict) -> None:
     write_json_atomically(path, record, indent=1)
-
-
-def draw_search_cell(cell: EdgeCandidates, path: Path, caption: str = "") -> Path:
-    """A picture of a cell during the search: every active candidate op of every edge (``none`` left out).
-
-    Raises ImportError / graphviz errors when graphviz is unusable (the caller decides what to do).
-    """
-    import graphviz
-
-    graph = graphviz.Digraph(format="png", engine="dot")
-    graph.attr(rankdir="LR", label=caption, labelloc="b", fontsize="18", fontname="helvetica")
-    graph.attr("node", style="filled", shape="rect", fontname="helvetica", fontsize="14")
-    names = {0: "c_{k-2}", 1: "c_{k-1}"}
-    for node in range(INPUT_NODES, INPUT_NODES + 4):
-        names[node] = str(node - INPUT_NODES)
-    for node, label in names.items():
-        graph.node(str(node), label, fillcolor="darkseagreen2" if node < INPUT_NODES else "lightblue")
-    graph.node("out", "c_{k}", fillcolor="palegoldenrod")
-    for (source, target), ops in zip(EDGE_ENDPOINTS, cell):
-        for op in ops:
-            if op != NONE_OP:
-                graph.edge(str(source), str(target), label=op, fontsize="11")
-    for node in range(INPUT_NODES, INPUT_NODES + 4):
-        graph.edge(str(node), "out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(graph.render(filename=path.with_suffix("").name, directory=str(path.parent), cleanup=True))
 
 
 class SearchRecorder:
@@ -89,10 +65,9 @@ class SearchRecorder:
         ``allow=False`` starts over: the run directory's old checkpoints are deleted first.
         """
         if not allow:
-            if self.env.is_main:
-                for _, path in self.manager.list_checkpoints():
-                    path.unlink(missing_ok=True)
-                shutil.rmtree(self.run_dir / "stage_a", ignore_errors=True)
+            for _, path in self.manager.list_checkpoints() if self.env.is_main else ():
+                path.unlink(missing_ok=True)
+            MemberRecords(self.run_dir, n_ops).delete_all()  # every rank: its own (or the shared) files
             barrier()
         saved = self.manager.load_latest() if allow else None
         if saved is None:
@@ -119,9 +94,13 @@ class SearchRecorder:
         state.phase_seconds = copy.deepcopy(self.runtime.phase_seconds)
         trained = SearchRuntime.pack(network, optimizer) if network is not None else None
         self.manager.save(state.step, {"search": state.to_dict(), "trained": trained})
+        debug = self.runtime.cfg.debug
+        if debug.crash_at_step and state.step == debug.crash_at_step:
+            kill_for_test(debug, self.env.rank, f"killed after the checkpoint of decision {state.step}")
         if not self.env.is_main:
             return
         self.write_scores(state)
+        self.write_summary(state, status="running")
         if caption is not None and state.cell is not None:
             self.picture(lambda path: draw_search_cell(state.current_cell(), path, caption),
                          self.run_dir / "cells" / f"step_{state.step:04d}.png")
@@ -131,7 +110,14 @@ class SearchRecorder:
         write_json(self.run_dir / "scores.json", {
             "ops": list(search.ops),
             "npop": search.npop,
-            "score": "top-1 % after removal minus reference top-1 %; more negative = more important",
+            "score": ("top-1 % after removal minus reference top-1 %" if search.score == "top1" else
+                      "reference cross-entropy minus cross-entropy after removal (nats)")
+                     + "; more negative = more important",
+            "standard_errors": "paired standard error of each score (percentage points), in stage_a_units and "
+                               "decisions, with each decision's separation (margin against z standard errors)",
+            "measurement": {"bn": search.measurement, "score": search.score, "baseline": search.baseline,
+                            "val_batches": search.val_batches, "adaptive_rounds": search.adaptive_rounds,
+                            "confidence_z": search.confidence_z},
             "members": {str(m): matrix for m, matrix in enumerate(state.member_scores)},
             "average": state.average,
             "stage_a_units": state.units,
@@ -150,27 +136,41 @@ class SearchRecorder:
             self.pictures = False
 
     # ---- the end ---------------------------------------------------------------------------------
+    def write_summary(self, state: SearchState, status: str, genotype: Genotype | None = None,
+                      name: str | None = None) -> None:
+        """summary.json: status ("running" after every decision, "done" at the end), progress per stage
+        with ETAs, wall time, device-hours, decision confidence, stage and phase seconds, the config."""
+        wall = self._elapsed_before + (time.time() - self._segment_start)
+        write_json(self.run_dir / "summary.json", {
+            "status": status,
+            "genotype": genotype.to_dict(name=name) if genotype is not None else None,
+            "stage": state.stage,
+            "progress": state.progress,
+            "wall_time_s": round(wall, 3),
+            "world_size": self.env.world_size,
+            "device": str(self.env.device),
+            "device_hours": wall * self.env.world_size / 3600.0,
+            "decisions": state.step,
+            "confidence": decision_confidence(state),
+            "stage_seconds": {stage: round(t, 3) for stage, t in state.stage_seconds.items()},
+            "phase_seconds": {stage: {phase: round(t, 3) for phase, t in phases.items()}
+                              for stage, phases in self.runtime.phase_seconds.items()},
+            "config": config_to_dict(self.config),
+        })
+
     def finish(self, state: SearchState, genotype: Genotype, name: str) -> None:
         wall = self._elapsed_before + (time.time() - self._segment_start)
         if not self.env.is_main:
             return
         genotype.to_json(self.run_dir / "genotype.json", name=name)
         self.write_scores(state)
-        from space.visualize import draw_genotype
-
         self.picture(lambda path: draw_genotype(genotype, path, caption=name), self.run_dir / "cells" / "final.png")
-        write_json(self.run_dir / "summary.json", {
-            "genotype": genotype.to_dict(name=name),
-            "wall_time_s": round(wall, 3),
-            "world_size": self.env.world_size,
-            "device": str(self.env.device),
-            "device_hours": wall * self.env.world_size / 3600.0,
-            "decisions": state.step,
-            "stage_seconds": {stage: round(t, 3) for stage, t in state.stage_seconds.items()},
-            "phase_seconds": {stage: {phase: round(t, 3) for phase, t in phases.items()}
-                              for stage, phases in self.runtime.phase_seconds.items()},
-            "config": config_to_dict(self.config),
-        })
+        self.write_summary(state, status="done", genotype=genotype, name=name)
+        confidence = decision_confidence(state)
+        self.log.info("decisions separated beyond noise (per stage): %s; inside noise: %s",
+                      confidence["separated_of_decided"],
+                      ", ".join(f"{d['stage']} {'edge' if 'edge' in d else 'node'} {d.get('edge', d.get('node'))}"
+                                for d in confidence["inside_noise"]) or "none")
         self.log.info("genotype: %s", genotype)
         self.log.info("search wall time %.1fs on %d rank(s): %.4f device-hours", wall, self.env.world_size,
                       wall * self.env.world_size / 3600.0)

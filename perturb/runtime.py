@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import logging
 import time
 from pathlib import Path
@@ -23,13 +22,14 @@ import torch
 import torch.nn as nn
 
 from data.loaders import BatchStream, DataConfig, Loaders, build_loaders
-from launch.distributed import DistEnv, broadcast_tensors, wrap_ddp
+from launch.distributed import DistEnv, broadcast_tensors, synced_batchnorm, wrap_ddp
 from launch.errors import ConfigError
 from launch.rundir import MetricsLogger, progress
 from launch.seeding import seed_everything
-from launch.train import evaluate, to_channels_last, train_epoch
+from launch.train import to_channels_last, train_epoch
 from perturb.config import EvolutionConfig, StageConfig
-from perturb.scoring import Candidate, PerturbResult, perturb_val
+from perturb.measure import SearchValMeasure
+from perturb.scoring import Candidate, PerturbResult, Rounds, perturb_val
 from perturb.snapshot import Snapshot
 from perturb.training import cosine_schedule, make_optimizer
 from space.search_network import EdgeCandidates, SearchNetwork
@@ -84,6 +84,7 @@ class SearchRuntime:
         # this rank's wall seconds per stage (a unit key's first letter) in "train" and "score"; restored on resume
         self.phase_seconds: dict[str, dict[str, float]] = {}
         self._val_batches: list | None = None
+        self._calibration_batches: list | None = None
 
     # ---- networks --------------------------------------------------------------------------------
     def new_network(self, cell: EdgeCandidates, key: str) -> SearchNetwork:
@@ -135,7 +136,9 @@ class SearchRuntime:
         backward as ``find_unused_parameters`` would (203 vs 130-158 ms per step of bench/search_cost.py's
         network on 2 CPU ranks). BN buffers are not broadcast before every forward: rank 0's running
         statistics are the same either way (it only ever receives its own), and those are what is
-        broadcast at the end.
+        broadcast at the end. On CUDA with search.sync_batchnorm, BatchNorm is synchronised over the ranks
+        while training (launch.distributed.synced_batchnorm), so W ranks normalise over the whole batch as
+        one rank does; on the CPU (torch's SyncBatchNorm is CUDA-only) each rank normalises its 1/W share.
         Returns the optimizer (its state is part of the snapshot perturb-val starts from).
         """
         epochs = stage.epochs if epochs is None else epochs
@@ -144,19 +147,21 @@ class SearchRuntime:
         seed_everything(unit_seed(self.cfg.seed, f"train/{key}"), rank=self.env.rank if use_ddp else 0)
         loader = (self.ddp_loaders if use_ddp else self.member_loaders).search_train
         optimizer = make_optimizer(network, self.stage_lr(stage), self.cfg.optim)
-        scheduler = cosine_schedule(optimizer, epochs * len(loader), self.cfg.optim)
-        model = wrap_ddp(network, self.env, static_graph=True, broadcast_buffers=False) if use_ddp else network
+        scheduler = cosine_schedule(optimizer, epochs * len(loader), self.cfg.optim, len(loader))
         first_epoch = data_epoch(self.cfg.seed, key)
         started = time.time()
-        for epoch in progress(range(epochs), self.env, desc=f"{tag} train", leave=False):
-            loader.set_epoch(first_epoch + epoch)
-            result = train_epoch(model, loader, optimizer, env=self.env, desc=f"{tag} epoch {epoch + 1}",
-                                 sync=use_ddp, grad_clip=self.cfg.optim.grad_clip, scheduler=scheduler)
-            self.log.info("%s epoch %d/%d: loss %.4f top1 %.2f%%", tag, epoch + 1, epochs, result["loss"],
-                          result["top1"])
-            self.epochs_logged += 1
-            if self.metrics is not None:
-                self.metrics.log(self.epochs_logged, **{"train/loss": result["loss"], "train/top1": result["top1"]})
+        sync_bn = use_ddp and self.cfg.search.sync_batchnorm and self.env.device.type == "cuda"
+        with synced_batchnorm(network, enabled=sync_bn):
+            model = wrap_ddp(network, self.env, static_graph=True, broadcast_buffers=False) if use_ddp else network
+            for epoch in progress(range(epochs), self.env, desc=f"{tag} train", leave=False):
+                loader.set_epoch(first_epoch + epoch)
+                result = train_epoch(model, loader, optimizer, env=self.env, desc=f"{tag} epoch {epoch + 1}",
+                                     sync=use_ddp, grad_clip=self.cfg.optim.grad_clip, scheduler=scheduler)
+                self.log.info("%s epoch %d/%d: loss %.4f top1 %.2f%%", tag, epoch + 1, epochs, result["loss"],
+                              result["top1"])
+                self.epochs_logged += 1
+                if self.metrics is not None:
+                    self.metrics.log(self.epochs_logged, **{"train/loss": result["loss"], "train/top1": result["top1"]})
         if use_ddp:
             broadcast_tensors(list(network.parameters()) + list(network.buffers()), src=0)
         self.log.debug("%s trained %d epochs in %.1fs", tag, epochs, time.time() - started)
@@ -164,15 +169,34 @@ class SearchRuntime:
         return optimizer
 
     # ---- perturb-val -----------------------------------------------------------------------------
-    def val_batches(self):
-        """The fixed search-val batches every accuracy is measured on (taken once per job)."""
-        count = self.cfg.search.val_batches
-        if count == 0:
-            return self.member_loaders.search_val  # the whole split, same order every time
+    def val_batches(self) -> list:
+        """The fixed search-val batches every accuracy is measured on (taken once per job): val_batches per
+        round times adaptive_rounds, or the whole split when val_batches is 0."""
         if self._val_batches is None:
+            search = self.cfg.search
             with BatchStream(self.member_loaders.search_val) as stream:
-                self._val_batches = list(stream.take(count))
+                if search.val_batches == 0:
+                    self._val_batches = list(stream.take(len(self.member_loaders.search_val)))
+                else:
+                    self._val_batches = list(stream.take(search.val_batches * search.adaptive_rounds))
         return self._val_batches
+
+    def calibration_batches(self) -> list:
+        """The fixed search-train batches BN statistics are re-estimated on (measurement 'recalibrate'),
+        taken once per job from their own epoch of the search-train loader."""
+        count = self.cfg.search.calibration_batches if self.cfg.search.measurement == "recalibrate" else 0
+        if self._calibration_batches is None:
+            self._calibration_batches = []
+            if count:
+                epoch = data_epoch(self.cfg.seed, "calibration")
+                with BatchStream(self.member_loaders.search_train, start_epoch=epoch) as stream:
+                    self._calibration_batches = list(stream.take(count))
+        return self._calibration_batches
+
+    def measure(self) -> SearchValMeasure:
+        """The per-sample search-val measurement of this job (config search.measurement)."""
+        return SearchValMeasure(self.val_batches(), measurement=self.cfg.search.measurement,
+                                calibration=self.calibration_batches(), env=self.env)
 
     def finetune_batches(self, key: str, count: int) -> list:
         """``count`` search-train batches for one perturb-val call: every candidate sees exactly these."""
@@ -182,19 +206,26 @@ class SearchRuntime:
             return list(s.take(count))
 
     def score(self, network: SearchNetwork, optimizer: torch.optim.Optimizer, candidates: Sequence[Candidate],
-              stage: StageConfig, *, key: str, shard: bool, tag: str) -> PerturbResult:
-        """Perturb-val of ``candidates`` on ``network`` with the stage's fine-tune budget K.
+              stage: StageConfig, *, key: str, shard: bool, tag: str, keep: int = 1) -> PerturbResult:
+        """Perturb-val of ``candidates`` on ``network`` with the stage's fine-tune budget K; the decision
+        keeps the ``keep`` most important (its separation is judged on that boundary).
 
         Fine-tuning continues ``optimizer`` (restored from the snapshot for each candidate) at
-        optim.finetune_lr, or at its end-of-training rate when that is null.
+        optim.finetune_lr, or at its end-of-training rate when that is null; with the stage's
+        finetune_optimizer 'fresh' it uses a new SGD at the stage's peak rate instead (the reference's stage D).
         """
         started = time.time()
-        steps = self.cfg.search.finetune_budget(stage)
+        search = self.cfg.search
+        steps = search.finetune_budget(stage)
         seed_everything(unit_seed(self.cfg.seed, f"score/{key}"))  # the same RNG state on every rank
         batches = self.finetune_batches(key, steps)
-        measure_batches = self.val_batches()
+        measure = self.measure()
+        rounds = Rounds(batches=search.val_batches or measure.num_batches, max_rounds=search.adaptive_rounds,
+                        keep=keep, z=search.confidence_z)
         finetune_lr = self.cfg.optim.finetune_lr
         grad_clip = self.cfg.optim.grad_clip
+        if stage.finetune_optimizer == "fresh":
+            optimizer, finetune_lr = make_optimizer(network, self.stage_lr(stage), self.cfg.optim), None
 
         def finetune(module: nn.Module, count: int) -> None:
             if finetune_lr is not None:
@@ -203,31 +234,15 @@ class SearchRuntime:
             train_epoch(module, batches, optimizer, env=self.env, max_steps=count, desc="fine-tune", sync=False,
                         grad_clip=grad_clip)
 
-        def measure(module: nn.Module) -> float:
-            return evaluate(module, measure_batches, env=self.env, desc="search-val", sync=False)["top1"]
-
-        def measure_part(module: nn.Module, part: int, parts: int) -> tuple[int, int]:
-            """Top-1 hits and samples on search-val batches part, part + parts, ... (a split reference)."""
-            result = evaluate(module, itertools.islice(measure_batches, part, None, parts), env=self.env,
-                              desc="search-val", sync=False)
-            return result["correct"], result["count"]
-
         snapshot = Snapshot.capture(network, optimizer)
-        bar = progress(iter(()), self.env, desc=f"{tag} perturb-val", total=len(candidates) + 1, leave=False)
-
-        def on_task(index: int, label: str) -> None:
-            if hasattr(bar, "set_postfix_str"):
+        with progress(iter(()), self.env, desc=f"{tag} perturb-val", total=len(candidates) + 1, leave=False) as bar:
+            def on_task(index: int, label: str) -> None:
                 bar.set_postfix_str(label)
                 bar.update(1)
 
-        try:
             result = perturb_val(network, candidates, snapshot=snapshot, finetune=finetune, measure=measure,
-                                 measure_part=measure_part, steps=steps, env=self.env, shard=shard,
-                                 baseline=self.cfg.search.baseline, record_digests=self.cfg.search.record_digests,
-                                 on_task=on_task)
-        finally:
-            if hasattr(bar, "close"):
-                bar.close()
+                                 steps=steps, env=self.env, shard=shard, baseline=search.baseline, rounds=rounds,
+                                 score=search.score, record_digests=search.record_digests, on_task=on_task)
         if not snapshot.matches(network):
             raise RuntimeError("perturb-val did not restore the network's weights")
         self._add_time(key, "score", started)
@@ -235,8 +250,12 @@ class SearchRuntime:
         if self.metrics is not None:
             self.metrics.log(self.scores_logged, **{"perturb/reference_top1": result.reference,
                                                    "perturb/best_score": min(result.scores, default=0.0)})
-        self.log.info("%s perturb-val (K=%d): reference %.2f%%, scores %s", tag, steps, result.reference,
-                      ", ".join(f"{c.label} {s:+.2f}" for c, s in zip(candidates, result.scores)))
+        labels = [c.label for c in candidates]
+        self.log.info("%s perturb-val (K=%d, %s BN, %d samples): reference %.2f%%, %s scores %s%s", tag, steps,
+                      search.measurement, result.samples, result.reference, search.score,
+                      ", ".join(f"{label} {s:+.3g}+-{se:.2g}"
+                                for label, s, se in zip(labels, result.scores, result.standard_errors)),
+                      f"; {result.separation.describe(labels)}" if result.separation is not None else "")
         return result
 
 

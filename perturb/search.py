@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 
 from launch.distributed import init_distributed, shutdown_distributed
-from launch.rundir import MetricsLogger, get_logger, prepare_run_dir
+from launch.fingerprint import check_fingerprint, result_fingerprint, write_fingerprint
+from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir
 from perturb.config import EvolutionConfig
 from perturb.outputs import SearchRecorder
 from perturb.runtime import SearchRuntime, build_search_loaders
@@ -14,25 +15,34 @@ from perturb.stages import run_search
 from space.genotype import Genotype
 
 
+#: The config fields a search's results depend on (its fingerprint): a resume must match them.
+RESULT_SECTIONS = ("seed", "data", "network", "optim", "search")
+
+
 def run_evolutionary_search(cfg: EvolutionConfig) -> Genotype:
     """Run (or resume) the search described by ``cfg`` in ``cfg.save/cfg.note``; returns the genotype.
 
     Call it in every torchrun worker (or in a plain process: a world of one).
     """
-    env = init_distributed(device=cfg.device)
+    env = init_distributed(device=cfg.device, timeout_s=cfg.dist_timeout_s)
     metrics = None
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         member_loaders, ddp_loaders = build_search_loaders(cfg.data, env, cfg.seed)
-        run_dir = prepare_run_dir(Path(cfg.save) / cfg.note, env, cfg)
+        run_dir = make_run_dir(Path(cfg.save) / cfg.note, env)
+        fingerprint = result_fingerprint(cfg, RESULT_SECTIONS)
+        if cfg.resume:  # before anything in the run dir changes
+            check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)
         log = get_logger("search_evolutionary", env, run_dir)
         log.info("evolutionary search: npop %d on %d rank(s), device %s, run dir %s", cfg.search.npop,
                  env.world_size, env.device, run_dir)
-        metrics = MetricsLogger(run_dir, env)
-        runtime = SearchRuntime(cfg, env, member_loaders, ddp_loaders, run_dir, metrics, log)
+        runtime = SearchRuntime(cfg, env, member_loaders, ddp_loaders, run_dir, None, log)
         recorder = SearchRecorder(run_dir, env, runtime, cfg, log, pictures=cfg.pictures)
         state, trained = recorder.resume(cfg.search.npop, len(cfg.search.ops), allow=cfg.resume)
+        prepare_run_dir(run_dir, env, cfg)
+        write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
+        metrics = runtime.metrics = MetricsLogger(run_dir, env)
         genotype = run_search(runtime, state, recorder.on_decision, trained)
         recorder.finish(state, genotype, name=cfg.note)
         return genotype

@@ -10,9 +10,9 @@ import math
 import random
 from typing import Sequence
 
-from space.genotype import INPUT_NODES, STEPS, Genotype
+from space.genotype import Genotype
 from space.ops import NONE_OP, PRIMITIVES, SEARCH_OPS
-from space.search_network import EDGE_ENDPOINTS, NUM_EDGES, EdgeCandidates, node_edges
+from space.search_network import NUM_EDGES, EdgeCandidates, genes_from_edges, node_edges
 
 
 def importance_order(scores: Sequence[float]) -> list[int]:
@@ -103,14 +103,6 @@ def select_node_edges(edge_scores: Sequence[float], edges: Sequence[int], keep: 
 
 
 def genotype_from_cell(cell: EdgeCandidates) -> Genotype:
-    """The final single-cell Genotype (normal = reduce, concat [2..5]) of a fully decided cell.
-
-    Every intermediate node must have exactly 2 incoming edges holding exactly one real op each.
-    """
-    genes = []
-    for node in range(INPUT_NODES, INPUT_NODES + STEPS):
-        incoming = [(e, real_ops(cell[e])) for e in node_edges(node) if real_ops(cell[e])]
-        if len(incoming) != 2 or any(len(ops) != 1 for _, ops in incoming):
-            raise ValueError(f"node {node} is not decided: incoming edges {incoming}")
-        genes.extend((ops[0], EDGE_ENDPOINTS[e][0]) for e, ops in incoming)
-    return Genotype.single(genes)
+    """The final single-cell Genotype (normal = reduce, concat [2..5]) of a fully decided cell
+    (:func:`space.search_network.genes_from_edges`)."""
+    return Genotype.single(genes_from_edges(cell))

@@ -3,8 +3,9 @@
 A. Population: member m starts from a random discrete cell (one op per edge, seeded by (seed, m)). For
    each edge e = 0..13: expand e to every candidate op plus ``none``, train a fresh network, perturb-val
    every op of e: row e of the member's score matrix S_m (14 x n_ops). Rank r runs members r, r+W, ...
-   on its own; each unit's row is saved at once (stage_a/member_<m>.json). Population output:
-   S = (1/npop) * sum_m S_m, read by every rank from every member's file.
+   on its own; each unit's row is saved at once in the rank's own stage_a/member_<m>.json (its resume
+   record). Population output: S = (1/npop) * sum_m S_m, the members' rows all-gathered over the process
+   group once every rank is done (perturb/stage_a_records.py).
 B. Keep the top_k most important ops per edge of S (plus ``none``); train one network with DDP on all ranks.
 C. For each edge in ``edge_order``: perturb-val its ops (candidates sharded over ranks), keep the most
    important, retrain (fresh network, or the current one with weight inheritance).
@@ -16,7 +17,8 @@ Every decision of B-D (and the end of A) increments ``state.step`` and calls ``o
 """
 from __future__ import annotations
 
-import json
+import datetime
+import logging
 import math
 import os
 import signal
@@ -27,19 +29,15 @@ from typing import Callable
 
 import torch
 
-from launch.checkpoint import write_atomically
-from launch.distributed import barrier
-from launch.errors import UserInputError
+from launch.distributed import wait_for_all
 from perturb.runtime import SearchRuntime
 from perturb.scoring import Candidate, PerturbResult
-from perturb.selection import (coarse_select, expand_edge, genotype_from_cell, keep_edges, keep_op, most_important,
-                               node_visit_order, random_cell, real_ops, select_node_edges)
+from perturb.stage_a_records import MemberRecords, exchange
+from perturb.selection import (coarse_select, expand_edge, genotype_from_cell, importance_order, keep_edges, keep_op,
+                               most_important, node_visit_order, random_cell, real_ops, select_node_edges)
 from space.genotype import Genotype
 from space.ops import NONE_OP
 from space.search_network import NUM_EDGES, EdgeCandidates, SearchNetwork, node_edges
-
-STAGES = ("A", "B", "C", "D", "done")
-
 
 @dataclass
 class SearchState:
@@ -50,7 +48,9 @@ class SearchState:
     decisions: one record per decision; units: stage-A details per "m,e" (reference accuracy,
     accuracies, weight digests); elapsed_s: wall time of the run so far (across restarts);
     stage_seconds: wall time per stage (a stage interrupted by a restart counts from its resumption);
-    phase_seconds: rank 0's seconds per stage in training ("train") and perturb-val ("score").
+    phase_seconds: rank 0's seconds per stage in training ("train") and perturb-val ("score");
+    progress: per stage, units (stage A: rank 0's member-edge units; C, D: decisions) done of total,
+    seconds per unit and the ETA (:class:`StageClock`).
     """
 
     stage: str = "A"
@@ -66,6 +66,7 @@ class SearchState:
     epochs_logged: int = 0
     stage_seconds: dict = field(default_factory=dict)
     phase_seconds: dict = field(default_factory=dict)
+    progress: dict = field(default_factory=dict)
 
     @classmethod
     def fresh(cls, npop: int, n_ops: int) -> "SearchState":
@@ -98,65 +99,86 @@ def run_search(runtime: SearchRuntime, state: SearchState, on_decision: OnDecisi
     return genotype_from_cell(state.current_cell())
 
 
+class StageClock:
+    """Progress of one stage with an ETA: units done of ``total``, seconds per unit (over the units timed in
+    this process: those finished before a restart count as done but not in the rate), logged after every
+    unit and kept in ``state.progress[stage]`` (summary.json)."""
+
+    def __init__(self, stage: str, total: int, log: logging.Logger, state: SearchState, done: int = 0):
+        self.stage, self.total, self.log, self.state = stage, total, log, state
+        self.done, self._timed, self._started = done, 0, time.time()
+        self._record(None)
+
+    def skip(self, count: int) -> None:
+        """``count`` units were done before this process started."""
+        self.done += count
+        self._record(None)
+
+    def tick(self, what: str) -> None:
+        self.done += 1
+        self._timed += 1
+        rate = (time.time() - self._started) / self._timed
+        eta = rate * (self.total - self.done)
+        self.log.info("stage %s: %d/%d units done (%s), %.1f s/unit, ETA %s", self.stage, self.done, self.total,
+                      what, rate, datetime.timedelta(seconds=round(eta)))
+        self._record(rate)
+
+    def _record(self, rate: float | None) -> None:
+        self.state.progress[self.stage] = {
+            "done": self.done, "total": self.total,
+            "seconds_per_unit": None if rate is None else round(rate, 3),
+            "eta_s": None if rate is None else round(rate * (self.total - self.done), 1)}
+
+
 # ---- stage A ------------------------------------------------------------------------------------
 def stage_a(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision) -> None:
     """Each rank runs its members (r, r+W, ...) edge by edge with no synchronisation between units
     (members differ in cost; a per-unit collective would make every unit cost the slowest member's).
-    Each finished unit is appended to ``stage_a/member_<m>.json`` (atomic write), which is what a
-    restarted run resumes from; at the end every rank reads every member's file."""
+    Each finished unit is written to this rank's ``stage_a/member_<m>.json`` (perturb/stage_a_records.py),
+    which a restarted run resumes from. A rank that is done waits for the others OUTSIDE any collective
+    (launch.distributed.wait_for_all: no timeout can fire however long the slowest member takes), then
+    all results are exchanged over the process group and averaged."""
     env, search = runtime.env, runtime.cfg.search
-    directory = runtime.run_dir / "stage_a"
-    directory.mkdir(parents=True, exist_ok=True)
-    done_here = 0
-    for member in range(env.rank, search.npop, env.world_size):
-        records = read_member_records(directory, member)
+    files = MemberRecords(runtime.run_dir, len(search.ops))
+    own: dict[int, dict] = {}
+    members = list(range(env.rank, search.npop, env.world_size))
+    clock = StageClock("A", len(members) * NUM_EDGES, runtime.log, state)
+    for member in members:
+        records = own[member] = files.read(member)
         if records:
             runtime.log.info("stage A: member %d resumes with %d of %d edges scored", member, len(records), NUM_EDGES)
-        done_here += len(records)
+        clock.skip(len(records))
         for edge in range(NUM_EDGES):
             if str(edge) in records:
                 continue
-            result = _stage_a_unit(runtime, member, edge, done_here)
-            records[str(edge)] = {"scores": result.scores, "reference": result.reference,
-                                  "accuracies": result.accuracies, "start_digests": result.start_digests}
-            write_atomically(directory / f"member_{member}.json", json.dumps(records).encode())
-            done_here += 1
-    barrier()
-    for member in range(search.npop):
-        for edge, record in read_member_records(directory, member).items():
+            result = _stage_a_unit(runtime, member, edge, clock.done)
+            records[str(edge)] = result.to_record()
+            files.write(member, records)
+            _maybe_slow(runtime)
+            clock.tick(f"member {member} edge {edge}")
+    wait_for_all("stage_a", on_wait=lambda waited: runtime.log.info(
+        "stage A: this rank's members are done; waiting for the other ranks (%.0f min)", waited / 60))
+    for member, records in exchange(own, search.npop, len(search.ops), env).items():
+        for edge, record in records.items():
             state.member_scores[member][int(edge)] = record["scores"]
-            state.units[f"{member},{edge}"] = {key: record[key] for key in ("reference", "accuracies", "start_digests")}
+            state.units[f"{member},{edge}"] = {key: value for key, value in record.items() if key != "scores"}
     state.average = population_average(state.member_scores)
     state.stage = "B"
     state.step += 1
     on_decision(state, None, None, None)
 
 
-def read_member_records(directory: Path, member: int) -> dict:
-    """Stage-A results of ``member`` so far: {str(edge): {"scores", "reference", "accuracies", "start_digests"}}."""
-    path = directory / f"member_{member}.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise SearchStateError(f"{path} cannot be read ({error}); delete it to rescore that member") from None
-
-
-class SearchStateError(UserInputError):
-    """A run directory whose search state cannot be resumed."""
-
-
-def _stage_a_unit(runtime: SearchRuntime, member: int, edge: int, done_here: int) -> PerturbResult:
+def _stage_a_unit(runtime: SearchRuntime, member: int, edge: int, units_done: int) -> PerturbResult:
     """Member ``member``, edge ``edge``: expand, train a fresh network alone, perturb-val every op."""
     search = runtime.cfg.search
     key, tag = f"A/m{member}/e{edge}", f"A member {member} edge {edge}"
     cell = expand_edge(random_cell(runtime.cfg.seed, member, search.ops), edge, tuple(search.ops) + (NONE_OP,))
     network = runtime.new_network(cell, key)
     optimizer = runtime.train(network, search.stage_a, key=key, distributed=False, tag=tag)
-    _maybe_crash(runtime, done_here)
+    _maybe_crash(runtime, units_done)
     candidates = [Candidate(edge, op) for op in search.ops]
-    return runtime.score(network, optimizer, candidates, search.stage_a, key=key, shard=False, tag=tag)
+    return runtime.score(network, optimizer, candidates, search.stage_a, key=key, shard=False, tag=tag,
+                         keep=search.top_k)
 
 
 def population_average(member_scores: list) -> list:
@@ -165,20 +187,28 @@ def population_average(member_scores: list) -> list:
     return matrix.mean(dim=0).tolist()
 
 
-def _is_nan(row: list) -> bool:
-    return any(math.isnan(value) for value in row)
+def _maybe_slow(runtime: SearchRuntime) -> None:
+    """Test hook (config ``debug``): the slow rank sleeps after each of its stage-A units."""
+    debug = runtime.cfg.debug
+    if runtime.env.rank == debug.slow_rank and debug.slow_unit_s > 0:
+        time.sleep(debug.slow_unit_s)
 
 
 def _maybe_crash(runtime: SearchRuntime, units_done: int) -> None:
     """Test hook (config ``debug``): SIGKILL this rank once, mid-unit, after it finished enough units."""
-    debug = runtime.cfg.debug
-    if (debug.crash_after_units <= 0 or debug.crash_marker is None or runtime.env.rank != debug.crash_rank
-            or units_done < debug.crash_after_units):
+    if 0 < runtime.cfg.debug.crash_after_units <= units_done:
+        kill_for_test(runtime.cfg.debug, runtime.env.rank, f"killed after {units_done} units")
+
+
+def kill_for_test(debug, rank: int, reason: str) -> None:
+    """Test hook: SIGKILL this process once, if it is rank ``debug.crash_rank`` and ``debug.crash_marker``
+    (a file it then creates with ``reason``) does not exist yet."""
+    if debug.crash_marker is None or rank != debug.crash_rank:
         return
     marker = Path(debug.crash_marker)
     if marker.exists():
         return
-    marker.write_text(f"killed after {units_done} units\n")
+    marker.write_text(reason + "\n")
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -187,19 +217,72 @@ def stage_b(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision)
     search = runtime.cfg.search
     cell = coarse_select(state.average, k=search.top_k, ops=search.ops, keep_none=True)
     state.cell = [list(ops) for ops in cell]
+    confidence = coarse_confidence(state, search.top_k, search.confidence_z)
+    runtime.log.info("B: top-%d ops per edge; %d of %d edges separated from the next op beyond noise", search.top_k,
+                     sum(entry["separated"] for entry in confidence), len(confidence))
     network = runtime.new_network(cell, "B")
     optimizer = runtime.train(network, search.stage_b, key="B", distributed=True, tag="B")
-    state.decisions.append({"stage": "B", "cell": state.cell})
+    state.decisions.append({"stage": "B", "cell": state.cell, "confidence": confidence})
     state.stage = "C"
     state.step += 1
     on_decision(state, network, optimizer, f"B: top-{search.top_k} ops per edge")
     return network, optimizer
 
 
+def coarse_confidence(state: SearchState, k: int, z: float) -> list[dict]:
+    """Per edge, whether stage B's cut in the population average S is beyond noise.
+
+    a, b: the k-th and (k+1)-th most important ops of S's row; margin = S_b - S_a. The standard error of
+    an entry of S is SE(S) = sqrt(sum_m SE_m^2) / npop from the members' paired standard errors, and the
+    margin's is sqrt(SE_a^2 + SE_b^2): this treats a and b as independent, which overstates the SE of a
+    paired difference, and ignores the spread between members' random cells. separated: margin > z * SE.
+    """
+    entries = []
+    npop = len(state.member_scores)
+    for edge, row in enumerate(state.average):
+        order = importance_order(row)
+        if len(order) <= k:
+            continue
+        a, b = order[k - 1], order[k]
+        errors = [state.units.get(f"{m},{edge}", {}).get("standard_errors") or [math.nan] * len(row)
+                  for m in range(npop)]
+        se_avg = [math.sqrt(sum(err[i] ** 2 for err in errors)) / npop for i in (a, b)]
+        margin, se = row[b] - row[a], math.hypot(*se_avg)
+        entries.append({"edge": edge, "last_kept": a, "first_dropped": b, "margin": margin, "standard_error": se,
+                        "z": z, "separated": bool(margin > z * se) if not math.isnan(se) else False})
+    return entries
+
+
+def decision_confidence(state: SearchState) -> dict:
+    """How confident the search's decisions were: per stage, decisions separated beyond noise of all made,
+    and the list of those inside noise (for summary.json)."""
+    counts: dict[str, list[int]] = {}
+    inside = []
+    for record in state.decisions:
+        if record["stage"] == "B":
+            for entry in record.get("confidence", []):
+                counts.setdefault("B", [0, 0])[1] += 1
+                counts["B"][0] += entry["separated"]
+                if not entry["separated"]:
+                    inside.append({"stage": "B", "edge": entry["edge"], "margin": entry["margin"],
+                                   "standard_error": entry["standard_error"]})
+        elif record.get("separation") is not None:
+            separation = record["separation"]
+            counts.setdefault(record["stage"], [0, 0])[1] += 1
+            counts[record["stage"]][0] += separation["separated"]
+            if not separation["separated"]:
+                where = {"edge": record["edge"]} if record["stage"] == "C" else {"node": record["node"]}
+                inside.append({"stage": record["stage"], **where, "margin": separation["margin"],
+                               "standard_error": separation["standard_error"]})
+    return {"separated_of_decided": {stage: f"{done}/{total}" for stage, (done, total) in sorted(counts.items())},
+            "inside_noise": inside}
+
+
 # ---- stage C ------------------------------------------------------------------------------------
 def stage_c(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision, network: SearchNetwork,
             optimizer: torch.optim.Optimizer):
     search = runtime.cfg.search
+    clock = StageClock("C", NUM_EDGES, runtime.log, state, done=state.c_done)
     for position in range(state.c_done, NUM_EDGES):
         edge = search.edge_order[position]
         ops = real_ops(state.cell[edge])
@@ -207,10 +290,9 @@ def stage_c(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
         record = {"stage": "C", "edge": edge, "ops": list(ops)}
         if len(ops) > 1:
             result = runtime.score(network, optimizer, [Candidate(edge, op) for op in ops], search.stage_c,
-                                   key=key, shard=True, tag=tag)
+                                   key=key, shard=True, tag=tag, keep=1)
             best = ops[most_important(result.scores)]
-            record.update(reference=result.reference, accuracies=result.accuracies, scores=result.scores,
-                          start_digests=result.start_digests)
+            record.update(result.to_record())
         else:
             best = ops[0]
         record["kept"] = best
@@ -229,6 +311,7 @@ def stage_c(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
         if state.c_done == NUM_EDGES:
             state.stage = "D"
         state.step += 1
+        clock.tick(f"edge {edge} keeps {best}")
         on_decision(state, network, optimizer, f"C: edge {edge} keeps {best}")
     state.stage = "D"
     return network, optimizer
@@ -239,17 +322,16 @@ def stage_d(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
             optimizer: torch.optim.Optimizer) -> None:
     search = runtime.cfg.search
     order = node_visit_order(search.node_order, runtime.cfg.seed, search.shuffle_nodes)
+    clock = StageClock("D", len(order), runtime.log, state, done=state.d_done)
     for position in range(state.d_done, len(order)):
         node = order[position]
         edges = [e for e in node_edges(node) if real_ops(state.cell[e])]
         key, tag = f"D/n{node}", f"D node {node}"
         result = runtime.score(network, optimizer, [Candidate(e) for e in edges], search.stage_d, key=key,
-                               shard=True, tag=tag)
+                               shard=True, tag=tag, keep=2)
         kept = select_node_edges(result.scores, edges, keep=2)
         state.cell = [list(o) for o in keep_edges(state.current_cell(), node, kept)]
-        state.decisions.append({"stage": "D", "node": node, "edges": edges, "reference": result.reference,
-                                "accuracies": result.accuracies, "scores": result.scores, "kept": kept,
-                                "start_digests": result.start_digests})
+        state.decisions.append({"stage": "D", "node": node, "edges": edges, "kept": kept, **result.to_record()})
         last = position == len(order) - 1
         if not last:
             if search.weight_inheritance:
@@ -265,5 +347,6 @@ def stage_d(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
         if last:
             state.stage = "done"
         state.step += 1
+        clock.tick(f"node {node} keeps edges {kept}")
         on_decision(state, None if last else network, None if last else optimizer,
                     f"D: node {node} keeps edges {kept}")

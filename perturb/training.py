@@ -21,7 +21,9 @@ def make_optimizer(network: nn.Module, lr: float, optim: OptimConfig) -> torch.o
                            weight_decay=optim.weight_decay)
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, optim: OptimConfig):
-    """Per-step cosine from the optimizer's lr to ``optim.learning_rate_min`` over ``total_steps``:
-    lr(t) = min_lr + (lr - min_lr) * (1 + cos(pi * t / T)) / 2."""
-    return build_scheduler(optimizer, "cosine", total_steps=total_steps, min_lr=optim.learning_rate_min)
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, optim: OptimConfig, steps_per_epoch: int):
+    """Cosine from the optimizer's lr to ``optim.learning_rate_min`` over ``total_steps``:
+    lr(t) = min_lr + (lr - min_lr) * (1 + cos(pi * t / T)) / 2, with t and T in steps, or in epochs when
+    optim.schedule_per is 'epoch' (constant within an epoch; min_lr after the last epoch)."""
+    return build_scheduler(optimizer, "cosine", total_steps=total_steps, min_lr=optim.learning_rate_min,
+                           steps_per_epoch=max(steps_per_epoch, 1), per_epoch=optim.schedule_per == "epoch")

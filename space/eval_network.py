@@ -64,23 +64,34 @@ class EvalCell(nn.Module):
 
 
 class AuxiliaryHead(nn.Module):
-    """Auxiliary classifier (DARTS): ReLU, 5x5 avg pool stride 3 (8x8 -> 2x2 for CIFAR; other sizes are then
-    pooled adaptively to 2x2), 1x1 conv 128, BN, ReLU, 2x2 conv 768, BN, ReLU, linear.
-    (N, C, H, W) -> (N, num_classes)."""
+    """Auxiliary classifier (DARTS's AuxiliaryHeadCIFAR / AuxiliaryHeadImageNet): ReLU, 5x5 average pool
+    (count_include_pad=False) with stride 3 (CIFAR: 8x8 -> 2x2) or 2 (ImageNet: 7x7 -> 2x2), 1x1 conv 128,
+    BN, ReLU, 2x2 conv 768, [BN: CIFAR only; DARTS left it out of the ImageNet head, "for consistency with
+    the experiments in the paper"], ReLU, linear. (N, C, H, W) -> (N, num_classes).
 
-    def __init__(self, channels: int, num_classes: int):
+    Beyond DARTS, for inputs where that pool does not give 2x2 (other image sizes), the input is average-
+    pooled adaptively to 2x2 instead.
+    """
+
+    def __init__(self, channels: int, num_classes: int, imagenet: bool = False):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True))
+        self.pool_stride = 2 if imagenet else 3
+        layers = [nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+                  nn.Conv2d(128, 768, 2, bias=False)]
+        if not imagenet:
+            layers.append(nn.BatchNorm2d(768))
+        layers.append(nn.ReLU(inplace=True))
+        self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(768, num_classes)
 
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, 2, 2): AvgPool2d(5, stride) where that gives 2x2, else adaptive."""
+        if all((size - 5) // self.pool_stride + 1 == 2 for size in x.shape[-2:]) and min(x.shape[-2:]) >= 5:
+            return F.avg_pool2d(x, 5, stride=self.pool_stride, count_include_pad=False)
+        return F.adaptive_avg_pool2d(x, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)
-        if min(x.shape[-2:]) >= 5:
-            x = F.avg_pool2d(x, 5, stride=3, count_include_pad=False)
-        if tuple(x.shape[-2:]) != (2, 2):
-            x = F.adaptive_avg_pool2d(x, 2)
+        x = self.pool(F.relu(x))
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
@@ -131,7 +142,7 @@ class EvalNetwork(nn.Module):
             reduction_prev = reduction
             c_pp, c_p = c_p, cell.multiplier * c_curr
             if index == self.aux_layer:
-                self.auxiliary_head = AuxiliaryHead(c_p, num_classes)
+                self.auxiliary_head = AuxiliaryHead(c_p, num_classes, imagenet=stem == "imagenet")
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 

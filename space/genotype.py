@@ -31,14 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from launch.atomic import write_atomically
-from launch.errors import UserInputError
+from launch.atomic import parse_json, write_atomically
+from launch.errors import UserInputError, short_repr
 from space.ops import PRIMITIVES
 
 STEPS = 4  # intermediate nodes per cell
 INPUT_NODES = 2
 DEFAULT_CONCAT = (2, 3, 4, 5)
 JSON_FORMAT = "darts-genotype/1"
+MAX_FILE_BYTES = 1 << 20  # a genotype is a few hundred bytes; a larger file is refused before it is parsed
 
 CellGenes = tuple[tuple[str, int], ...]
 
@@ -113,15 +114,14 @@ class Genotype:
         if unknown:
             raise GenotypeError(f"unknown genotype key(s) {unknown}; expected some of {sorted(known)}")
         if data.get("format", JSON_FORMAT) != JSON_FORMAT:
-            raise GenotypeError(f"unsupported genotype format {data['format']!r} (expected {JSON_FORMAT!r})")
+            raise GenotypeError(f"unsupported genotype format {short_repr(data['format'])} (expected {JSON_FORMAT!r})")
         if "normal" not in data:
             raise GenotypeError("the genotype has no 'normal' cell")
         return cls(
-            normal=_genes_from_json(data["normal"], "normal"),
-            normal_concat=_concat_from_json(data.get("normal_concat", list(DEFAULT_CONCAT)), "normal_concat"),
-            reduce=None if data.get("reduce") is None else _genes_from_json(data["reduce"], "reduce"),
-            reduce_concat=None if data.get("reduce_concat") is None else _concat_from_json(
-                data["reduce_concat"], "reduce_concat"),
+            normal=_flatten_nested(data["normal"]),
+            normal_concat=_concat_tuple(data.get("normal_concat", list(DEFAULT_CONCAT))),
+            reduce=None if data.get("reduce") is None else _flatten_nested(data["reduce"]),
+            reduce_concat=None if data.get("reduce_concat") is None else _concat_tuple(data["reduce_concat"]),
         )
 
     def to_json(self, path: str | os.PathLike, name: str | None = None) -> Path:
@@ -131,14 +131,11 @@ class Genotype:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "Genotype":
         path = Path(path)
+        text = _read_genotype_file(path)
         try:
-            text = path.read_text()
-        except OSError as error:
-            raise GenotypeError(f"cannot read genotype file {path}: {error.strerror or error}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise GenotypeError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+            data = parse_json(text)
+        except ValueError as error:
+            raise GenotypeError(f"{path}: not valid JSON ({error})") from None
         try:
             return cls.from_dict(data)
         except GenotypeError as error:
@@ -159,18 +156,18 @@ def _validate_cell(genes: Any, where: str) -> CellGenes:
     for index, gene in enumerate(genes):
         node = index // 2 + INPUT_NODES
         if not (isinstance(gene, (list, tuple)) and len(gene) == 2):
-            raise GenotypeError(f"{where}[{index}]: expected an (op, input) pair, got {gene!r}")
+            raise GenotypeError(f"{where}[{index}]: expected an (op, input) pair, got {short_repr(gene)}")
         op, source = gene
         if not isinstance(op, str):
-            raise GenotypeError(f"{where}[{index}]: op must be a string, got {op!r}")
+            raise GenotypeError(f"{where}[{index}]: op must be a string, got {short_repr(op)}")
         if op == "none":
             raise GenotypeError(f"{where}[{index}]: 'none' is a search-only candidate and cannot be in a final genotype")
         if op not in PRIMITIVES:
-            raise GenotypeError(f"{where}[{index}]: unknown op {op!r}; choose from {', '.join(PRIMITIVES)}")
+            raise GenotypeError(f"{where}[{index}]: unknown op {short_repr(op)}; choose from {', '.join(PRIMITIVES)}")
         if isinstance(source, bool) or not isinstance(source, int):
-            raise GenotypeError(f"{where}[{index}]: input must be an integer node id, got {source!r}")
+            raise GenotypeError(f"{where}[{index}]: input must be an integer node id, got {short_repr(source)}")
         if not 0 <= source < node:
-            raise GenotypeError(f"{where}[{index}]: input {source} is out of range for node {node} "
+            raise GenotypeError(f"{where}[{index}]: input {short_repr(source)} is out of range for node {node} "
                                 f"(allowed 0..{node - 1})")
         cell.append((op, source))
     for step in range(STEPS):
@@ -183,27 +180,19 @@ def _validate_cell(genes: Any, where: str) -> CellGenes:
 
 def _validate_concat(concat: Any, where: str) -> tuple[int, ...]:
     if not isinstance(concat, (list, tuple)) or not concat:
-        raise GenotypeError(f"{where}: expected a non-empty list of node ids, got {concat!r}")
+        raise GenotypeError(f"{where}: expected a non-empty list of node ids, got {short_repr(concat)}")
     valid = range(INPUT_NODES, INPUT_NODES + STEPS)
     for node in concat:
         if isinstance(node, bool) or not isinstance(node, int) or node not in valid:
-            raise GenotypeError(f"{where}: {node!r} is not an intermediate node id "
+            raise GenotypeError(f"{where}: {short_repr(node)} is not an intermediate node id "
                                 f"({valid.start}..{valid.stop - 1})")
     if len(set(concat)) != len(concat):
-        raise GenotypeError(f"{where}: node ids repeat in {list(concat)}")
+        raise GenotypeError(f"{where}: node ids repeat in {short_repr(list(concat))}")
     return tuple(concat)
 
 
-def _genes_from_json(genes: Any, where: str) -> Any:
-    """JSON gives lists; nested per-node lists (pt.darts style) are flattened."""
-    if isinstance(genes, list) and genes and all(_is_node_list(item) for item in genes):
-        return [tuple(gene) for node in genes for gene in node]
-    if isinstance(genes, list):
-        return [tuple(gene) if isinstance(gene, list) else gene for gene in genes]
-    return genes
-
-
-def _concat_from_json(concat: Any, where: str) -> Any:
+def _concat_tuple(concat: Any) -> Any:
+    """A list of node ids as a tuple; anything else is left for :func:`_validate_concat` to refuse."""
     return tuple(concat) if isinstance(concat, list) else concat
 
 
@@ -220,12 +209,15 @@ def parse_legacy(text: str) -> Genotype:
     """Parse ``Genotype(normal=[...], normal_concat=range(2, 6), reduce=[...], reduce_concat=[...])``.
 
     Accepts the DARTS flat form and the pt.darts nested per-node form, keyword or positional arguments.
-    Only literals and ``range(a, b)`` are accepted: the text is parsed with :mod:`ast`, never evaluated.
+    Only literals and ``range(a, b[, step])`` of at most a cell's node ids are accepted: the text is parsed
+    with :mod:`ast`, never evaluated. Text too deep or too long for the parser is a GenotypeError too.
     """
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as error:
         raise GenotypeError(f"not a Genotype(...) expression: {error.msg}") from None
+    except (ValueError, RecursionError, MemoryError):  # NUL bytes; nesting too deep for the parser
+        raise GenotypeError("not a Genotype(...) expression: too deeply nested or not text") from None
     call = tree.body
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Genotype"):
         raise GenotypeError("legacy genotype text must be a single Genotype(...) expression")
@@ -244,9 +236,9 @@ def parse_legacy(text: str) -> Genotype:
         raise GenotypeError("Genotype(...) has no 'normal' cell")
     return Genotype(
         normal=_flatten_nested(fields["normal"]),
-        normal_concat=tuple(fields.get("normal_concat", DEFAULT_CONCAT)),
+        normal_concat=_concat_tuple(fields.get("normal_concat", list(DEFAULT_CONCAT))),
         reduce=None if fields.get("reduce") is None else _flatten_nested(fields["reduce"]),
-        reduce_concat=None if fields.get("reduce_concat") is None else tuple(fields["reduce_concat"]),
+        reduce_concat=None if fields.get("reduce_concat") is None else _concat_tuple(fields["reduce_concat"]),
     )
 
 
@@ -254,14 +246,28 @@ def _literal(node: ast.AST, field: str) -> Any:
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
             and not node.keywords and all(isinstance(arg, ast.Constant) and type(arg.value) is int
                                           for arg in node.args) and 1 <= len(node.args) <= 3):
-        return list(range(*(arg.value for arg in node.args)))
+        return _small_range(*(arg.value for arg in node.args), field=field)
     try:
         return ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         raise GenotypeError(f"Genotype field {field!r} must be a literal list (or range(a, b))") from None
 
 
+def _small_range(*bounds: int, field: str) -> list[int]:
+    """``list(range(*bounds))`` when it holds at most a cell's node ids; never builds a huge list."""
+    try:
+        values = range(*bounds)
+        count = len(values)
+    except (ValueError, OverflowError):  # a step of 0; bounds too far apart for len()
+        raise GenotypeError(f"Genotype field {field!r}: range{bounds} is not a valid range") from None
+    if count > INPUT_NODES + STEPS:
+        raise GenotypeError(f"Genotype field {field!r}: range{bounds} holds {count} values, more than a cell's "
+                            f"{INPUT_NODES + STEPS} nodes")
+    return list(values)
+
+
 def _flatten_nested(genes: Any) -> Any:
+    """Genes as (op, input) tuples; the nested per-node form (pt.darts) is flattened. JSON and legacy text."""
     if isinstance(genes, (list, tuple)) and genes and all(_is_node_list(item) for item in genes):
         return [tuple(gene) for node in genes for gene in node]
     if isinstance(genes, (list, tuple)):
@@ -313,19 +319,35 @@ def load_genotype(spec: str | os.PathLike) -> Genotype:
     if spec_text.upper() in _BUILTIN_DATA and not Path(spec_text).exists():
         return builtin_genotype(spec_text)
     path = Path(spec_text)
-    if not path.is_file():
-        raise GenotypeError(f"{spec_text!r} is neither a genotype file nor a built-in name "
-                            f"({', '.join(_BUILTIN_DATA)})")
     try:
-        head = path.read_text().lstrip()
-    except (OSError, UnicodeDecodeError) as error:
-        raise GenotypeError(f"cannot read genotype file {path}: {error}") from None
+        is_file = path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        is_file = False
+    if not is_file:
+        raise GenotypeError(f"{short_repr(spec_text)} is neither a genotype file nor a built-in name "
+                            f"({', '.join(_BUILTIN_DATA)})")
+    head = _read_genotype_file(path).lstrip()
     if head.startswith("Genotype("):
         try:
             return parse_legacy(head)
         except GenotypeError as error:
             raise GenotypeError(f"{path}: {error}") from None
     return Genotype.from_json(path)
+
+
+def _read_genotype_file(path: Path) -> str:
+    """The text of a genotype file: UTF-8, at most :data:`MAX_FILE_BYTES`; else one GenotypeError."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise GenotypeError(f"cannot read genotype file {path}: {error.strerror or error}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise GenotypeError(f"{path}: larger than {MAX_FILE_BYTES} bytes, not a genotype file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise GenotypeError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 def genotype_name(spec: str | os.PathLike) -> str:

@@ -78,6 +78,30 @@ def candidates_from_genotype(genotype: Genotype, cell_type: str = "normal") -> E
     return tuple(ops)
 
 
+def genes_from_edges(edges: Sequence[Sequence[str]], fallback: dict[int, str] | None = None) -> tuple[tuple[str, int], ...]:
+    """The 8 genes ``(op, input)`` of a decided cell from its 14 edges' ops (``none`` is ignored).
+
+    Every intermediate node must have exactly 2 edges left, each with exactly one real op; an edge left
+    with ``none`` alone takes ``fallback[edge]`` (a DARTS-PT decision that kept ``none``). Genes are
+    listed node by node, in edge order (= input order). Raises ValueError naming what is undecided.
+    """
+    fallback = fallback or {}
+    genes = []
+    for node in range(INPUT_NODES, INPUT_NODES + STEPS):
+        kept = [e for e in node_edges(node) if edges[e]]
+        if len(kept) != 2:
+            raise ValueError(f"node {node} has {len(kept)} edges left, not 2: the cell is not decided")
+        for e in kept:
+            ops = [op for op in edges[e] if op != NONE_OP]
+            if not ops and e in fallback:
+                ops = [fallback[e]]
+            if len(ops) != 1:
+                raise ValueError(f"edge {e} has ops {list(edges[e])}, not exactly one besides none: "
+                                 "the cell is not decided")
+            genes.append((ops[0], EDGE_ENDPOINTS[e][0]))
+    return tuple(genes)
+
+
 class MixedEdge(nn.Module):
     """One edge: candidate ops ``names`` for ``channels`` channels at ``stride``, with an active mask.
 

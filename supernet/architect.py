@@ -22,7 +22,7 @@ explicit and a test compares the result with an exact double-backward.)
 
 Weights are moved in place (w -> w' -> w+ -> w-) and a copy of w is written back at the end, so the
 network is left exactly as it was except for BatchNorm running statistics (updated by each forward in
-train mode, as in DARTS). Under DDP every rank computes d alpha on its own batches and the gradients are
+train mode; DARTS runs the forward at w' on a copy of the network, so its statistics miss that update). Under DDP every rank computes d alpha on its own batches and the gradients are
 averaged across ranks (one all-reduce per cell type) before the optimiser step, so alphas stay identical.
 """
 from __future__ import annotations
@@ -166,9 +166,12 @@ class Architect:
     def step(self, train_batch: Batch, val_batch: Batch) -> None:
         """One architecture step: d alpha averaged over ranks, then ``arch_optimizer.step()``.
 
-        ``train_batch`` is used by the second order only (the virtual step and the Hessian term)."""
+        ``train_batch`` is used by the second order only (the virtual step and the Hessian term). The
+        alphas' gradients are dropped afterwards, so the weight step's gradient clipping (over the model's
+        parameters) measures the weights' gradients alone, as DARTS clips only its weights."""
         grads = self.alpha_gradients(train_batch, val_batch)
         self.arch_optimizer.zero_grad(set_to_none=True)
         for alpha, grad in zip(self.network.arch_parameters(), grads):
             alpha.grad = all_reduce_mean(grad.detach().clone())
         self.arch_optimizer.step()
+        self.arch_optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,6 @@
-"""The typed config of search_supernet.py (every key, with the reference's defaults; REFERENCE section 4).
+"""The typed config of search_supernet.py: every key, with DARTS's (and for ``projection``, darts-pt's)
+defaults (REFERENCE section 4), except ``data``: translate 2 and flip per data set are the data layer's
+defaults, where DARTS pads 4 and flips (configs/darts_cifar10.yaml and darts_pt_cifar10.yaml set them).
 
 ``method`` picks the search:
 
@@ -22,6 +24,7 @@ from perturb.config import NetworkConfig as EvolutionNetworkConfig
 from perturb.config import OptimConfig as EvolutionOptimConfig
 from perturb.config import SearchConfig as EvolutionSearchConfig
 from perturb.config import StageConfig
+from perturb.measure import MEASUREMENTS
 from space.ops import PRIMITIVES, SEARCH_OPS
 
 
@@ -55,8 +58,9 @@ class NetworkConfig:
 
 @dataclass
 class WeightOptimConfig:
-    """SGD of the weights on search-train: lr annealed per step from learning_rate to learning_rate_min by
-    ``schedule`` (cosine, or sharpDARTS cosine power annealing with base ``power_k``)."""
+    """SGD of the weights on search-train: lr annealed from learning_rate to learning_rate_min by
+    ``schedule`` (cosine, or sharpDARTS cosine power annealing with base ``power_k``), changed at each epoch's
+    start (``schedule_per: epoch``, DARTS's CosineAnnealingLR stepped per epoch) or at every step."""
 
     learning_rate: float = 0.025
     learning_rate_min: float = 0.001
@@ -64,6 +68,7 @@ class WeightOptimConfig:
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
     schedule: Literal["cosine", "cosine_power"] = "cosine"
+    schedule_per: Literal["epoch", "step"] = "epoch"
     power_k: float = 2.0
 
     def validate(self) -> None:
@@ -97,18 +102,47 @@ class ArchOptimConfig:
 
 @dataclass
 class ProjectionConfig:
-    """DARTS-PT. Each decision is scored on ``val_batches`` fixed search-val batches (no fine-tune), then
-    the weights are fine-tuned ``tune_steps`` steps (null: ``tune_epochs`` epochs of search-train) at
-    ``tune_lr`` (null: the weights' learning_rate / 10) before the next decision."""
+    """DARTS-PT (perturb/projection.py; darts-pt's ``sota/cnn/projection.py`` with ``--proj_intv 5``).
 
-    val_batches: int = 10
+    Each decision is scored on ``val_batches`` fixed search-val batches (null: all of search-val, as
+    darts-pt measures on its whole valid queue), with no fine-tuning. Before the first decision the weight
+    optimizer is reset (fresh SGD, momentum and weight decay of ``weights``) at ``tune_lr`` (null: the
+    weights' learning_rate / 10, darts-pt's); after every group of decisions (a normal and a reduction
+    decision) the supernet is fine-tuned ``tune_epochs`` epochs, and ``final_tune_epochs`` after the last
+    group (darts-pt: 5 x 16 + 1 = 81 epochs; the last one cannot change the genotype).
+    A tuning epoch is ``tune_epoch_steps`` steps (null: one pass over search-train). Each step is one
+    bilevel step as in the search: an architecture step on a fresh search-val batch (``arch_steps``; false
+    freezes the alphas, beyond darts-pt), then a weight step. ``tune_schedule``: 'constant' holds tune_lr
+    (darts-pt: its CosineAnnealingLR is built but never stepped); 'cosine' anneals per tuning epoch from
+    tune_lr to weights.learning_rate_min over all tuning epochs (what that unstepped scheduler describes).
+    measurement: BatchNorm while scoring (perturb/measure.py): 'batch' (each batch's own statistics, as
+    darts-pt), 'recalibrate' (re-estimated on calibration_batches fixed search-train batches per rank) or
+    'running' (eval mode with the running statistics).
+    """
+
+    val_batches: int | None = None
+    measurement: str = "batch"
+    calibration_batches: int = 8
     tune_epochs: int = 5
-    tune_steps: int | None = None
+    final_tune_epochs: int = 1
+    tune_epoch_steps: int | None = None
     tune_lr: float | None = None
+    tune_schedule: Literal["constant", "cosine"] = "constant"
+    arch_steps: bool = True
 
     def validate(self) -> None:
-        if self.val_batches < 1 or self.tune_epochs < 0 or (self.tune_steps is not None and self.tune_steps < 0):
-            raise ConfigError("needs val_batches >= 1 and non-negative tuning budgets", key="val_batches")
+        if self.val_batches is not None and self.val_batches < 1:
+            raise ConfigError(f"must be at least 1 or null (got {self.val_batches})", key="val_batches")
+        if self.tune_epochs < 0 or self.final_tune_epochs < 0:
+            raise ConfigError("tuning budgets must not be negative", key="tune_epochs")
+        if self.tune_epoch_steps is not None and self.tune_epoch_steps < 1:
+            raise ConfigError(f"must be at least 1 or null (got {self.tune_epoch_steps})", key="tune_epoch_steps")
+        if self.tune_lr is not None and not self.tune_lr > 0:
+            raise ConfigError(f"must be positive or null (got {self.tune_lr})", key="tune_lr")
+        if self.measurement not in MEASUREMENTS:
+            raise ConfigError(f"must be one of {', '.join(MEASUREMENTS)} (got {self.measurement!r})", key="measurement")
+        if self.measurement == "recalibrate" and self.calibration_batches < 1:
+            raise ConfigError("must be at least 1 with measurement 'recalibrate'", key="calibration_batches")
 
 
 @dataclass

@@ -5,7 +5,8 @@ DARTS derivation, per cell type, with p_e = softmax(alpha_e) over the edge's K c
 the same under Max-W, which is monotone in p):
     strength(e) = max_{op != none} p_{e,op},   op(e) = argmax_{op != none} p_{e,op}
     node k keeps the 2 incoming edges with the largest strength(e).
-Ops masked out (removed by a projection) are never chosen. Genes are listed per node by input id.
+Ops masked out (removed by a projection) are never chosen; ties go to the lower op index and the lower edge
+index, as DARTS's. Genes are listed per node by input id (DARTS lists the stronger edge first: the same cell).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 
 from space.genotype import DEFAULT_CONCAT, INPUT_NODES, STEPS, Genotype
 from space.ops import NONE_OP
-from space.search_network import EDGE_ENDPOINTS, NUM_EDGES, SearchNetwork, node_edges
+from space.search_network import EDGE_ENDPOINTS, NUM_EDGES, SearchNetwork, genes_from_edges, node_edges
 
 Genes = tuple[tuple[str, int], ...]
 
@@ -34,7 +35,7 @@ def derive_cell(weights: torch.Tensor, candidates: Sequence[Sequence[str]],
         allowed = candidates[edge] if active is None else active[edge]
         choices = [(float(weights[edge, i]), name) for i, name in enumerate(candidates[edge])
                    if name != NONE_OP and name in allowed]
-        best.append(max(choices) if choices else None)
+        best.append(max(choices, key=lambda choice: choice[0]) if choices else None)  # ties: lowest index
     genes: list[tuple[str, int]] = []
     for node in range(INPUT_NODES, INPUT_NODES + STEPS):
         edges = [e for e in node_edges(node) if best[e] is not None]
@@ -56,25 +57,14 @@ def genotype_from_alphas(network: SearchNetwork, respect_masks: bool = True) -> 
     return _genotype(cells)
 
 
-def cell_from_active_ops(active: Sequence[Sequence[str]]) -> Genes:
-    """The genes of a fully projected cell: every node has exactly 2 edges with exactly one op."""
-    genes = []
-    for node in range(INPUT_NODES, INPUT_NODES + STEPS):
-        kept = [e for e in node_edges(node) if [op for op in active[e] if op != NONE_OP]]
-        if len(kept) != 2:
-            raise ValueError(f"node {node} has {len(kept)} edges left, not 2: the projection is unfinished")
-        for e in kept:
-            ops = [op for op in active[e] if op != NONE_OP]
-            if len(ops) != 1:
-                raise ValueError(f"edge {e} still has ops {ops}: the projection is unfinished")
-            genes.append((ops[0], EDGE_ENDPOINTS[e][0]))
-    return tuple(genes)
-
-
-def genotype_from_masks(network: SearchNetwork) -> Genotype:
-    """The genotype a finished projection left in ``network``'s masks."""
+def genotype_from_masks(network: SearchNetwork, fallback: dict[tuple[str, int], str] | None = None) -> Genotype:
+    """The genotype a finished projection left in ``network``'s masks; ``fallback[(cell type, edge)]`` is
+    the op of an edge left with ``none`` alone (see :func:`perturb.projection.fallback_ops`)."""
+    fallback = fallback or {}
     types = ("normal",) if network.shared else ("normal", "reduce")
-    return _genotype({cell_type: cell_from_active_ops(network.active_ops(cell_type)) for cell_type in types})
+    return _genotype({cell_type: genes_from_edges(
+        network.active_ops(cell_type), {e: op for (t, e), op in fallback.items() if t == cell_type})
+        for cell_type in types})
 
 
 def _genotype(cells: dict[str, Genes]) -> Genotype:

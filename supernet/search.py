@@ -1,11 +1,17 @@
 """The supernet searches: DARTS bilevel training, DARTS-PT projection, and the PertNAS supernet variant.
 
 Bilevel loop (DARTS), per step of an epoch over search-train:
-    1. architecture step on a search-val batch (supernet/architect.py; first or second order), the alpha
-       gradient averaged over ranks so every rank holds the same alphas;
+    1. architecture step (supernet/architect.py; first or second order) on a fresh search-val batch,
+       ``loaders.arch_val``: augmented like training and drawn at random for every step, as DARTS's
+       ``next(iter(valid_queue))``; the alpha gradient is averaged over ranks so every rank holds the same
+       alphas;
     2. weight step on the search-train batch: ``launch.train.train_step`` (SGD, momentum 0.9, wd 3e-4,
-       gradient clipping 5; lr annealed per step by cosine or cosine power annealing) with the alphas
-       frozen, under DDP when distributed (alphas are left out of DDP's gradient all-reduce).
+       gradient clipping 5; lr annealed by cosine or cosine power annealing) with the alphas frozen, under
+       DDP when distributed (alphas are left out of DDP's gradient all-reduce).
+
+DARTS-PT (``method: darts_pt``) then projects (perturb/projection.py) as darts-pt does: the weight
+optimizer is reset at lr/10, and after every group of decisions the supernet is fine-tuned with the same
+bilevel steps (supernet/config.py ProjectionConfig).
 
 Run directory (``save/note``)::
 
@@ -15,7 +21,7 @@ Run directory (``save/note``)::
     cells/progress.gif         all of the above, animated
     heatmaps/epoch_<e>.png     softmax(alpha) per edge and op (PIL); heatmaps/project_<i>.png
     genotype.json, alphas.json, projection.json (DARTS-PT decisions), summary.json
-    config.yaml, log.txt (log.rank<r>.txt), metrics.jsonl, tensorboard/
+    config.yaml, fingerprint.json (launch/fingerprint.py), log.txt (log.rank<r>.txt), metrics.jsonl, tensorboard/
 
 Every rank logs a digest of its alphas after every epoch, so identical alphas across ranks can be checked
 from the log files.
@@ -38,16 +44,19 @@ import torch.nn as nn
 
 from data.loaders import BatchStream, Loaders, build_loaders
 from launch.atomic import write_json_atomically
-from launch.checkpoint import CheckpointManager
+from launch.checkpoint import CheckpointManager, load_model_state
 from launch.config import config_to_dict
 from launch.distributed import (DistEnv, all_gather_cat, all_reduce_sum, broadcast_tensor, init_distributed,
                                 shutdown_distributed, wrap_ddp)
-from launch.rundir import MetricsLogger, get_logger, prepare_run_dir, progress
+from launch.fingerprint import check_fingerprint, result_fingerprint, write_fingerprint
+from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir, progress
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
 from launch.train import evaluate, to_channels_last, train_step
-from perturb.projection import decide, projection_plan
+from perturb.measure import SearchValMeasure
+from perturb.projection import decide, fallback_ops, projection_plan
 from space.genotype import Genotype
+from space.pictures import draw_genotype
 from space.search_network import SearchNetwork, normalize_candidates
 from supernet.architect import Architect
 from supernet.config import SupernetConfig
@@ -55,6 +64,12 @@ from supernet.derive import genotype_from_alphas, genotype_from_masks
 from supernet.pictures import make_gif, save_heatmap
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+#: The config fields a search's results depend on (its fingerprint): a resume must match them.
+RESULT_SECTIONS = ("method", "seed", "epochs", "eval_batches", "data", "network", "weights", "arch", "projection",
+                   "pertnas")
+#: What every checkpoint's state holds (checked when it is loaded).
+CHECKPOINT_STATE = {"search": str, "model": dict, "masks": dict, "weight_optimizer": dict, "arch_optimizer": dict,
+                    "scheduler": dict, "val_stream": dict}
 
 
 @contextlib.contextmanager
@@ -111,13 +126,14 @@ class BilevelSearch:
                                                 momentum=w.momentum, weight_decay=w.weight_decay)
         self.steps_per_epoch = len(loaders.search_train)
         self.scheduler = build_scheduler(self.weight_optimizer, w.schedule, total_steps=cfg.epochs * self.steps_per_epoch,
-                                         min_lr=w.learning_rate_min, power_k=w.power_k)
+                                         min_lr=w.learning_rate_min, power_k=w.power_k,
+                                         steps_per_epoch=self.steps_per_epoch, per_epoch=w.schedule_per == "epoch")
         a = cfg.arch
         self.arch_optimizer = torch.optim.Adam(self.network.arch_parameters(), lr=a.learning_rate,
                                                betas=(a.beta1, a.beta2), weight_decay=a.weight_decay)
         self.architect = Architect(self.network, self.weight_optimizer, self.arch_optimizer,
                                    second_order=a.second_order, eps_scale=a.eps_scale)
-        self.val_stream = BatchStream(loaders.search_val)
+        self.val_stream = BatchStream(loaders.arch_val)
         self.checkpoints = CheckpointManager(run_dir, env, keep=2)
         self.pictures = cfg.pictures and env.is_main
         self.state = {"phase": "train", "epoch": 0, "history": [], "projection": None, "elapsed_s": 0.0}
@@ -150,16 +166,21 @@ class BilevelSearch:
                 for _, path in self.checkpoints.list_checkpoints():
                     path.unlink(missing_ok=True)
             return False
-        saved = self.checkpoints.load_latest()
+        saved = self.checkpoints.load_latest(expect=CHECKPOINT_STATE)
         if saved is None:
             return False
-        self.state = json.loads(saved["search"])
-        self.network.load_mask_state(saved["masks"])
-        self.network.load_state_dict(saved["model"])
-        self.weight_optimizer.load_state_dict(saved["weight_optimizer"])
-        self.arch_optimizer.load_state_dict(saved["arch_optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.val_stream.restore(saved["val_stream"])
+        source = str(self.checkpoints.loaded_path)
+        with self.checkpoints.restoring():
+            state = json.loads(saved["search"])
+            if not _search_state_ok(state, self.cfg.epochs):
+                raise ValueError("the search state is malformed")
+            self.network.load_mask_state(saved["masks"])
+            load_model_state(self.network, saved["model"], source=source)
+            self.weight_optimizer.load_state_dict(saved["weight_optimizer"])
+            self.arch_optimizer.load_state_dict(saved["arch_optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            self.val_stream.restore(saved["val_stream"])
+        self.state = state
         self._started = time.time() - self.state["elapsed_s"]
         self.log.info("resumed from checkpoint %d (phase %s, epoch %d)", self._checkpoint_step(),
                       self.state["phase"], self.state["epoch"])
@@ -185,22 +206,26 @@ class BilevelSearch:
             self.state["phase"] = "project" if cfg.method == "darts_pt" else "done"
         return True
 
+    def _bilevel_step(self, images: torch.Tensor, labels: torch.Tensor, *, update_alphas: bool,
+                      scheduler=None) -> dict:
+        """One step of the bilevel loop (module docstring): an architecture step on the next search-val
+        batch (if ``update_alphas``), then a weight step on ``(images, labels)`` with the alphas frozen."""
+        if update_alphas:
+            self.architect.step((images, labels), self.val_stream.next_batch())
+        with frozen(self.network.arch_parameters()):
+            return train_step(self.model, images, labels, self.weight_optimizer,
+                              grad_clip=self.cfg.weights.grad_clip, scheduler=scheduler)
+
     def _train_epoch(self, epoch: int) -> None:
         cfg, env = self.cfg, self.env
         update_alphas = epoch >= cfg.arch.warmup_epochs
         loader = self.loaders.search_train
         loader.set_epoch(epoch)
-        alphas = self.network.arch_parameters()
         self.model.train()
         sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
         bar = progress(loader, env, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch, leave=False)
         for images, labels in bar:
-            val_batch = self.val_stream.next_batch()
-            if update_alphas:
-                self.architect.step((images, labels), val_batch)
-            with frozen(alphas):
-                result = train_step(self.model, images, labels, self.weight_optimizer,
-                                    grad_clip=cfg.weights.grad_clip, scheduler=self.scheduler)
+            result = self._bilevel_step(images, labels, update_alphas=update_alphas, scheduler=self.scheduler)
             n = labels.shape[0]
             sums += torch.tensor([result["loss"] * n, result["top1"] * n / 100.0, n], dtype=torch.float64)
         sums = all_reduce_sum(sums.to(env.device)).cpu()
@@ -238,8 +263,6 @@ class BilevelSearch:
         try:
             if self.network.weighting != "sum":
                 save_heatmap(self.network, self.run_dir / "heatmaps" / f"{stem}.png", caption)
-            from space.visualize import draw_genotype
-
             draw_genotype(genotype, self.run_dir / "cells" / f"{stem}.png", caption=caption)
         except Exception as error:  # graphviz missing or failing: pictures are a convenience
             warnings.warn(f"pictures are skipped: {error}", stacklevel=2)
@@ -249,37 +272,74 @@ class BilevelSearch:
     # ---- DARTS-PT projection ---------------------------------------------------------------------
     def projection_batches(self) -> list[Batch]:
         """The search-val batches every projection decision is measured on: this rank's first
-        ``projection.val_batches`` batches, gathered from all ranks so every rank measures the same data."""
-        local = self.fixed_val_batches(self.cfg.projection.val_batches)
+        ``projection.val_batches`` batches (null: all of them), gathered from all ranks so every rank
+        measures the same data."""
+        count = self.cfg.projection.val_batches
+        local = self.fixed_val_batches(len(self.loaders.search_val) if count is None else count)
         return [(all_gather_cat(images), all_gather_cat(labels)) for images, labels in local]
 
+    def calibration_batches(self) -> list[Batch]:
+        """Search-train batches for measurement 'recalibrate': ``projection.calibration_batches`` of this
+        rank's shard from a fixed epoch, gathered from all ranks (every rank recalibrates on the same data)."""
+        if self.cfg.projection.measurement != "recalibrate":
+            return []
+        with BatchStream(self.loaders.search_train, start_epoch=10 ** 6) as stream:
+            local = list(stream.take(self.cfg.projection.calibration_batches))
+        return [(all_gather_cat(images), all_gather_cat(labels)) for images, labels in local]
+
+    def tuning_plan(self, plan: list[dict]) -> tuple[int, int]:
+        """(steps of one tuning epoch, tuning epochs of the whole projection) for ``plan``."""
+        p = self.cfg.projection
+        epoch_steps = p.tune_epoch_steps if p.tune_epoch_steps is not None else self.steps_per_epoch
+        groups = sum(1 for decision in plan if decision["tune_after"])
+        return epoch_steps, p.tune_epochs * max(groups - 1, 0) + p.final_tune_epochs
+
+    def tune_lr(self, tuning_epoch: int, total_epochs: int) -> float:
+        """The weights' learning rate in tuning epoch ``tuning_epoch`` (0-based) of ``total_epochs``:
+        constant tune_lr, or cosine from tune_lr to weights.learning_rate_min (ProjectionConfig)."""
+        p, w = self.cfg.projection, self.cfg.weights
+        lr = p.tune_lr if p.tune_lr is not None else w.learning_rate / 10
+        if p.tune_schedule == "constant":
+            return lr
+        return w.learning_rate_min + (lr - w.learning_rate_min) * 0.5 * (
+            1.0 + math.cos(math.pi * tuning_epoch / max(total_epochs, 1)))
+
+    def _reset_weight_optimizer(self, lr: float) -> None:
+        """darts-pt's ``reset_optimizer``: a fresh SGD (no momentum buffers) at ``lr``, momentum and weight
+        decay of ``weights``; the architect's virtual step reads it from now on."""
+        w = self.cfg.weights
+        self.weight_optimizer = torch.optim.SGD(self.network.weight_parameters(), lr=lr, momentum=w.momentum,
+                                                weight_decay=w.weight_decay)
+        self.architect.weight_optimizer = self.weight_optimizer
+
     def project(self) -> None:
-        """DARTS-PT (perturb/projection.py): every decision, with fine-tuning in between; a checkpoint after each."""
+        """DARTS-PT (perturb/projection.py): every decision, fine-tuning after each group; a checkpoint after
+        each decision (a restart redoes the decision and tuning in flight, with the same result)."""
         cfg, env = self.cfg, self.env
         if self.state["phase"] != "project":
             return
         if self.state["projection"] is None:
             plan = projection_plan(self.network, cfg.seed)
-            self.state["projection"] = {"plan": plan, "done": 0, "records": [],
+            self.state["projection"] = {"plan": plan, "done": 0, "records": [], "tuned_steps": 0,
                                         "tune_stream": {"epoch": cfg.epochs, "batch_in_epoch": 0}}
+            self._reset_weight_optimizer(self.tune_lr(0, self.tuning_plan(plan)[1]))
         projection = self.state["projection"]
-        measure_batches = self.projection_batches()
+        measure = SearchValMeasure(self.projection_batches(), measurement=cfg.projection.measurement,
+                                   calibration=self.calibration_batches(), env=env)  # the same data on every rank
         tune_stream = BatchStream(self.loaders.search_train)
         tune_stream.restore(projection["tune_stream"])
-        tune_steps = cfg.projection.tune_steps
-        if tune_steps is None:
-            tune_steps = cfg.projection.tune_epochs * self.steps_per_epoch
-        tune_lr = cfg.projection.tune_lr if cfg.projection.tune_lr is not None else cfg.weights.learning_rate / 10
         plan = projection["plan"]
+        epoch_steps, total_epochs = self.tuning_plan(plan)
         while projection["done"] < len(plan):
             index = projection["done"]
             decision = plan[index]
-            measure = lambda module: evaluate(module, measure_batches, env=env, sync=False)["top1"]  # this rank alone
             record = decide(self.model, decision, measure=measure, env=env)
             projection["records"].append(record)
             self.log.info("projection %d/%d: %s", index + 1, len(plan), _describe(record))
-            if index + 1 < len(plan):
-                self._tune(tune_stream, tune_steps, tune_lr)
+            if decision["tune_after"]:
+                last = index + 1 == len(plan)
+                epochs = cfg.projection.final_tune_epochs if last else cfg.projection.tune_epochs
+                self._tune(tune_stream, epochs * epoch_steps, epoch_steps, total_epochs)
             projection["done"] = index + 1
             projection["tune_stream"] = tune_stream.state()
             if self.metrics is not None and "reference" in record:
@@ -287,23 +347,39 @@ class BilevelSearch:
             if projection["done"] == len(plan):
                 self.state["phase"] = "done"
             self.save()
-            self._pictures(genotype_from_alphas(self.network), f"project_{index + 1:03d}",
-                           f"projection {index + 1}: {_describe(record)}")
+            if self.pictures:
+                try:  # an edge that kept none leaves its node with one edge until the node decision
+                    genotype = genotype_from_alphas(self.network)
+                except ValueError:
+                    continue
+                self._pictures(genotype, f"project_{index + 1:03d}", f"projection {index + 1}: {_describe(record)}")
         tune_stream.close()
 
-    def _tune(self, stream: BatchStream, steps: int, lr: float) -> None:
-        """Fine-tune the weights ``steps`` steps at constant ``lr`` (alphas frozen), on every rank with DDP."""
-        for group in self.weight_optimizer.param_groups:
-            group["lr"] = lr
+    def _tune(self, stream: BatchStream, steps: int, epoch_steps: int, total_epochs: int) -> None:
+        """Fine-tune ``steps`` bilevel steps on every rank (DDP), the learning rate set per tuning epoch
+        (:meth:`tune_lr`); alphas move too unless ``projection.arch_steps`` is false."""
+        projection = self.state["projection"]
+        update_alphas = self.cfg.projection.arch_steps
         self.model.train()
-        with frozen(self.network.arch_parameters()):
-            for images, labels in stream.take(steps):
-                train_step(self.model, images, labels, self.weight_optimizer, grad_clip=self.cfg.weights.grad_clip)
+        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
+        for images, labels in stream.take(steps):
+            lr = self.tune_lr(projection["tuned_steps"] // epoch_steps, total_epochs)
+            for group in self.weight_optimizer.param_groups:
+                group["lr"] = lr
+            result = self._bilevel_step(images, labels, update_alphas=update_alphas)
+            projection["tuned_steps"] += 1
+            n = labels.shape[0]
+            sums += torch.tensor([result["loss"] * n, result["top1"] * n / 100.0, n], dtype=torch.float64)
+        if steps:
+            self.log.info("tuned %d steps (%d of %d tuning epochs of %d steps done), lr %.5f: train loss %.4f "
+                          "top1 %.2f%% (this rank)", steps, projection["tuned_steps"] // epoch_steps, total_epochs,
+                          epoch_steps, self.weight_optimizer.param_groups[0]["lr"],
+                          sums[0].item() / sums[2].item(), 100.0 * sums[1].item() / sums[2].item())
 
     # ---- the end ---------------------------------------------------------------------------------
     def genotype(self) -> Genotype:
         if self.cfg.method == "darts_pt":
-            return genotype_from_masks(self.network)
+            return genotype_from_masks(self.network, fallback_ops(self.state["projection"]["records"]))
         return genotype_from_alphas(self.network)
 
     def finish(self, genotype: Genotype) -> None:
@@ -332,10 +408,25 @@ class BilevelSearch:
         self.log.info("genotype: %s", genotype)
 
 
+def _search_state_ok(state: object, epochs: int) -> bool:
+    """Whether a checkpoint's search state has the layout :class:`BilevelSearch` writes."""
+    if not (isinstance(state, dict) and state.get("phase") in ("train", "project", "done")
+            and type(state.get("epoch")) is int and 0 <= state["epoch"] <= epochs
+            and isinstance(state.get("history"), list) and isinstance(state.get("elapsed_s"), (int, float))):
+        return False
+    projection = state.get("projection")
+    return projection is None or (isinstance(projection, dict) and isinstance(projection.get("plan"), list)
+                                  and type(projection.get("done")) is int
+                                  and 0 <= projection["done"] <= len(projection["plan"])
+                                  and isinstance(projection.get("records"), list)
+                                  and isinstance(projection.get("tune_stream"), dict))
+
+
 def _describe(record: dict) -> str:
     where = f"{record['cell_type']} " if record.get("cell_type") else ""
     if record["kind"] == "op":
-        return f"{where}edge {record['edge']} keeps {record['kept']}"
+        fallback = f" (in a genotype: {record['fallback']})" if record.get("fallback") else ""
+        return f"{where}edge {record['edge']} keeps {record['kept']}{fallback}"
     return f"{where}node {record['node']} keeps edges {record['kept']}"
 
 
@@ -351,16 +442,24 @@ def run_supernet_search(cfg: SupernetConfig) -> Genotype | None:
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        run_dir = prepare_run_dir(Path(cfg.save) / cfg.note, env, cfg)
+        run_dir = make_run_dir(Path(cfg.save) / cfg.note, env)
+        fingerprint = result_fingerprint(cfg, RESULT_SECTIONS)
+        if cfg.resume:  # before anything in the run dir changes
+            check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)
         log = get_logger("search_supernet", env, run_dir)
         log.info("supernet search (%s) on %d rank(s), device %s, run dir %s", cfg.method, env.world_size,
                  env.device, run_dir)
-        metrics = MetricsLogger(run_dir, env)
         if cfg.method == "pertnas":
+            prepare_run_dir(run_dir, env, cfg)
+            write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
+            metrics = MetricsLogger(run_dir, env)
             return run_pertnas_supernet(cfg, env, run_dir, log, metrics)
         loaders = build_loaders(cfg.data, rank=env.rank, world_size=env.world_size, seed=cfg.seed, device=env.device)
-        search = BilevelSearch(cfg, env, loaders, run_dir, log, metrics)
-        search.resume(cfg.resume)
+        search = BilevelSearch(cfg, env, loaders, run_dir, log, None)
+        search.resume(cfg.resume)  # a checkpoint that does not fit is refused here, before config.yaml moves
+        prepare_run_dir(run_dir, env, cfg)
+        write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
+        metrics = search.metrics = MetricsLogger(run_dir, env)
         if not search.train(stop_after=cfg.stop_after_epochs):
             return None
         search.project()
@@ -419,13 +518,13 @@ def run_pertnas_supernet(cfg: SupernetConfig, env: DistEnv, run_dir: Path, log: 
                 continue  # scored before a restart
             present = [op for op in network.candidates["normal"][edge]]
             result = runtime.score(network, optimizer, [Candidate(edge, op) for op in present], stage,
-                                   key=f"supernet/e{edge}", shard=True, tag=f"supernet edge {edge}")
+                                   key=f"supernet/e{edge}", shard=True, tag=f"supernet edge {edge}",
+                                   keep=ecfg.search.top_k)
             row = [math.nan] * len(ops)
             for op, score in zip(present, result.scores):
                 row[ops.index(op)] = score
             state.member_scores[0][edge] = row
-            state.units[f"S,{edge}"] = {"reference": result.reference, "ops": present,
-                                        "accuracies": result.accuracies}
+            state.units[f"S,{edge}"] = {"ops": present, **result.to_record()}
             state.step += 1
             recorder.on_decision(state, network, optimizer, None)
         state.average = [list(row) for row in state.member_scores[0]]

@@ -52,10 +52,13 @@ def test_smoke_mode_measures_every_part_and_prints_one_table(tmp_path):
 
 def test_unit_formula_and_search_flags():
     protocol = load_config(EvolutionConfig, ROOT / "configs" / "pertnas_cifar10.yaml")
+    numbers = gpu_stage_a.Protocol.of(protocol)  # 45k search-train images, all 5k search-val ones per accuracy
+    assert (numbers.npop, numbers.S, numbers.M, numbers.n) == (4, 45000 // 256, math.ceil(5000 / 256), 7)
+    assert numbers.K == {"A": 71, "B": 50, "C": 131, "D": 181} and set(numbers.E.values()) == {5}
     times = {"train_s": 0.02, "eval_s": 0.01, "restore_s": 0.001, "mask_change_s": 3.0}
-    # U = E*S*t + n*(K*t + M*e + r + c) + (M*e + r) with E=5, S=97, n=7, K=70, M=40
-    expected = 5 * 97 * 0.02 + 7 * (70 * 0.02 + 40 * 0.01 + 0.001 + 3.0) + (40 * 0.01 + 0.001)
-    assert gpu_stage_a.unit_seconds(times, protocol, 97) == pytest.approx(expected)
+    # U = E*S*t + n*(K*t + M*e + r + c) + (M*e + r)
+    expected = 5 * 175 * 0.02 + 7 * (71 * 0.02 + 20 * 0.01 + 0.001 + 3.0) + (20 * 0.01 + 0.001)
+    assert gpu_stage_a.unit_seconds(times, numbers) == pytest.approx(expected)
     for smoke in (False, True):  # part (a)'s flags are valid keys of the preset and give 14 stage-A units
         config = load_config(EvolutionConfig, ROOT / "configs" / "pertnas_cifar10.yaml", gpu_stage_a.search_sets(smoke))
         assert config.search.npop == 1 and config.search.finetune_budget(config.search.stage_a) == 4

@@ -4,18 +4,24 @@
     torchrun --nproc_per_node=4 search_evolutionary.py --npop 4 --distributed    # no --config: reads ./betons
 
 Without the sources or the .beton files each says in one line what it needs (exit status 2) and writes
-nothing; with a tiny planted CIFAR-10 (bench/synthetic_cifar.py's extracted-batches layout) the first
-writes ./betons and the second, shrunk with --set, searches on it.
+nothing; with a tiny planted CIFAR-10 (the extracted batches' layout; its MD5s stand in for the published
+ones, which the readers check) the first writes ./betons and the second, shrunk with --set, searches on it.
 """
+import dataclasses
+import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from bench.synthetic_cifar import write_synthetic_cifar10
+from bench.synthetic_cifar import synthetic_cifar10
+from data import readers, write_ffcv
+from data.loaders import DataConfig, build_loaders
 from launch.config import load_config
 from perturb.config import EvolutionConfig
 from search_evolutionary import build_parser, config_from_args
@@ -72,14 +78,40 @@ def test_default_config_reads_cifar10_from_betons_and_flags_change_only_their_ke
         flags.search.stage_a) == 70  # K = 50 + 20 kept
 
 
-def test_write_ffcv_then_search_without_config_in_a_planted_directory(tmp_path):
-    write_synthetic_cifar10(tmp_path / "data", train_count=40, test_count=10)
-    written = run(tmp_path, WRITE, "--num-workers", "1")
-    assert written.returncode == 0, written.stderr
+def plant_cifar10(folder: Path, monkeypatch) -> dict:
+    """A tiny CIFAR-10 in ``folder/data/cifar-10-batches-py/`` (40 + 10 synthetic images, the real layout),
+    and its files' MD5s standing in for the published ones (the readers refuse anything else)."""
+    extracted = folder / "data" / "cifar-10-batches-py"
+    extracted.mkdir(parents=True)
+    splits = synthetic_cifar10(train_count=40, test_count=10)
+
+    def batch(dataset, rows):
+        return {b"labels": [int(label) for label in dataset.labels[rows]],
+                b"data": dataset.images[rows].transpose(0, 3, 1, 2).reshape(len(dataset.labels[rows]), -1)}
+
+    members = {f"data_batch_{i + 1}": batch(splits["train"], slice(8 * i, 8 * i + 8)) for i in range(5)}
+    members["test_batch"] = batch(splits["test"], slice(None))
+    members["batches.meta"] = {b"label_names": [name.encode() for name in splits["train"].classes]}
+    for name, record in members.items():
+        (extracted / name).write_bytes(pickle.dumps(record, protocol=2))
+    sums = {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in extracted.iterdir()}
+    monkeypatch.setitem(readers.CIFAR_SOURCES, "cifar10",
+                        dataclasses.replace(readers.CIFAR_SOURCES["cifar10"], member_md5=sums))
+    return splits
+
+
+def test_write_ffcv_then_search_without_config_in_a_planted_directory(tmp_path, monkeypatch):
+    splits = plant_cifar10(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    write_ffcv.main([])  # as typed: no arguments
     meta = json.loads((tmp_path / "betons" / "cifar10_metadata.json").read_text())
     assert meta["info"]["train_count"] == 40 and meta["info"]["test_count"] == 10
     assert meta["image_shape"] == [32, 32, 3] and sorted(meta["files"]) == ["test", "train"]
-    assert "up to date" in run(tmp_path, WRITE, "--num-workers", "1").stdout  # the same command again: skipped
+    assert set(meta["sources"]) == {f"cifar-10-batches-py/{name}" for name in
+                                    [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]}
+    loaded = build_loaders(DataConfig(dataset="cifar10", beton_dir="betons", backend="ffcv", batch_size=8,
+                                      num_workers=1), device=torch.device("cpu"))
+    assert loaded.info.train_count == len(splits["train"].labels)
 
     sets = [arg for item in SHRINK for arg in ("--set", item)]
     searched = run(tmp_path, SEARCH, "--npop", "1", "--distributed", "--batch_size", "8", *sets)

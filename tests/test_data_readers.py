@@ -65,14 +65,22 @@ def test_cifar_archive_with_wrong_md5_is_refused_before_unpickling(tmp_path):
         read_dataset("cifar10", tmp_path, "train")
 
 
-def test_cifar_extracted_folder(tmp_path):
+def _member_md5s(folder) -> dict[str, str]:
+    return {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in folder.iterdir()}
+
+
+def test_cifar_extracted_folder_is_read_after_each_files_md5(tmp_path):
     archive, (train_x, train_y), _ = _fake_cifar10(tmp_path, np.random.default_rng(2))
     extracted = tmp_path / "extracted"
     with tarfile.open(archive) as tar:
         tar.extractall(extracted, filter="data")
-    dataset = read_dataset("cifar10", extracted, "train")
+    folder = extracted / "cifar-10-batches-py"
+    dataset = read_cifar(extracted, "cifar10", "train", member_md5=_member_md5s(folder))
     np.testing.assert_array_equal(dataset.images, train_x)
     np.testing.assert_array_equal(dataset.labels, train_y)
+    # the published per-file MD5s are checked by default: these fake files fail before any unpickling
+    with pytest.raises(DataError, match=r"data_batch_1 has MD5 .*, expected c99cafc152244af753f735de768cd75f"):
+        read_dataset("cifar10", extracted, "train")
 
 
 class _RunsCode:
@@ -89,13 +97,16 @@ def test_restricted_unpickler_refuses_code_and_runs_nothing(tmp_path):
     with pytest.raises(DataError, match="refusing to unpickle"):
         load_restricted(payload, "evil_batch")
     assert not marker.exists()
-    # the same pickle placed in an extracted CIFAR folder is refused by the reader too
+    # the same pickle placed in an extracted CIFAR folder is refused by its MD5, and by the unpickler
+    # even when the MD5s given match it
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
         (folder / name).write_bytes(payload)
-    with pytest.raises(DataError, match="refusing"):
+    with pytest.raises(DataError, match="has MD5"):
         read_dataset("cifar10", tmp_path, "train")
+    with pytest.raises(DataError, match="refusing"):
+        read_cifar(tmp_path, "cifar10", "train", member_md5=_member_md5s(folder))
     assert not marker.exists()
 
 

@@ -124,3 +124,55 @@ def test_batch_stream_take_crosses_epochs_and_restores(digits_loaders):
     expected = torch.cat([y for _, y in digits_loaders.search_train])
     assert torch.equal(labels[:len(expected)], expected)
     assert shuffled.state() == {"epoch": 3, "batch_in_epoch": 1}
+
+
+def test_seeded_training_subset():
+    from data.loaders import training_subset
+
+    np.testing.assert_array_equal(training_subset(100, None, 3), np.arange(100))
+    np.testing.assert_array_equal(training_subset(100, 10, None), np.arange(10))  # the first N
+    drawn = training_subset(1000, 50, 3)
+    assert len(set(drawn)) == 50 and drawn.max() < 1000 and np.all(np.diff(drawn) > 0)
+    np.testing.assert_array_equal(drawn, training_subset(1000, 50, 3))
+    assert not np.array_equal(drawn, training_subset(1000, 50, 4)) and not np.array_equal(drawn, np.arange(50))
+    # the loaders split the drawn subset (and only it) into search-train / search-val
+    cfg = DataConfig(dataset="digits", backend="memory", batch_size=8, train_subset=200, train_subset_seed=5)
+    loaders = build_loaders(cfg, seed=1, device=CPU)
+    subset = training_subset(loaders.info.train_count, 200, 5)
+    np.testing.assert_array_equal(loaders.train_indices, subset)
+    both = np.concatenate([loaders.search_train_indices, loaders.search_val_indices])
+    np.testing.assert_array_equal(np.sort(both), subset)
+
+
+def test_drawn_batches_are_independent_draws_of_distinct_samples():
+    """ShardPlan draw_batch: DARTS's next(iter(valid_queue)) per step, a fresh random batch every time."""
+    indices = np.random.default_rng(1).permutation(np.arange(100, 140))
+    plan = ShardPlan(indices, seed=3, stream=5, rank=0, world_size=1, draw_batch=8)
+    order = plan.epoch_indices(0)
+    assert len(order) == 40 // 8 * 8
+    batches = order.reshape(-1, 8)
+    assert all(len(set(batch)) == 8 for batch in batches)  # distinct within a batch
+    assert set(order) <= set(indices)
+    counts = np.bincount(np.concatenate([plan.epoch_indices(e) for e in range(200)]) - 100)
+    assert len(set(np.concatenate([plan.epoch_indices(e)[:8] for e in range(20)]))) > 8  # not a fixed batch
+    assert counts.min() > 0.7 * counts.mean() and counts.max() < 1.3 * counts.mean()  # uniform over the split
+    assert any(len(set(order)) < len(order) for order in (plan.epoch_indices(e) for e in range(5)))  # replacement
+    np.testing.assert_array_equal(order, plan.epoch_indices(0))  # seeded
+    assert not np.array_equal(order, plan.epoch_indices(1))
+    other_rank = ShardPlan(indices, seed=3, stream=5, rank=1, world_size=2, draw_batch=8)
+    assert len(other_rank.epoch_indices(0)) == 16 and not np.array_equal(other_rank.epoch_indices(0), order[:16])
+
+
+def test_arch_val_loader_augments_and_redraws_while_search_val_stays_fixed(digits_loaders):
+    loaders = digits_loaders
+    assert loaders.arch_val.batch_size == 50 and loaders.arch_val.augmentation.active
+    assert len(loaders.arch_val) == len(loaders.search_val_indices) // 50
+    first, again = (next(iter(loaders.search_val))[1] for _ in range(2))
+    torch.testing.assert_close(first, again)  # the measuring batches never move
+    loaders.arch_val.set_epoch(0)
+    a = next(iter(loaders.arch_val))
+    loaders.arch_val.set_epoch(1)
+    b = next(iter(loaders.arch_val))
+    assert not torch.equal(a[1], b[1])
+    loaders.arch_val.set_epoch(0)
+    torch.testing.assert_close(next(iter(loaders.arch_val))[0], a[0])  # reproducible, augmentation included

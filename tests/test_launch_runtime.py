@@ -176,6 +176,27 @@ def test_run_directory_config_logs_metrics_and_progress(tmp_path, capsys):
     assert [(r["step"], r["train/loss"]) for r in records] == [(1, 0.5), (2, 0.25)] and records[0]["train/top1"] == 50
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
-    assert list(progress(range(3), OTHER_RANK, desc="x")) == [0, 1, 2]
+    quiet = progress(range(3), OTHER_RANK, desc="x", disable=False)
+    assert quiet.disable and list(quiet) == [0, 1, 2]  # other ranks: a disabled bar, whatever was asked
     bar = progress(range(3), MAIN, desc="x", file=io.StringIO(), disable=False)
     assert hasattr(bar, "set_postfix") and list(bar) == [0, 1, 2]
+
+
+def test_synced_batchnorm_swaps_in_sync_modules_sharing_the_tensors_and_swaps_back():
+    from launch.distributed import synced_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4),
+                                torch.nn.Sequential(torch.nn.BatchNorm2d(4, affine=False)))
+    originals = [model[1], model[2][0]]
+    model.eval()
+    with synced_batchnorm(model) as inside:
+        synced = [inside[1], inside[2][0]]
+        assert all(isinstance(m, torch.nn.SyncBatchNorm) for m in synced) and not synced[0].training
+        assert synced[0].weight is originals[0].weight and synced[0].running_var is originals[0].running_var
+        assert synced[1].weight is None and synced[1].running_mean is originals[1].running_mean
+        synced[0].running_mean.add_(1.0)  # what training writes lands in the original module's buffer
+        inside.train()
+    assert [model[1], model[2][0]] == originals and originals[0].training  # the mode set inside is kept
+    assert torch.equal(originals[0].running_mean, torch.ones(4))
+    with synced_batchnorm(model, enabled=False) as unchanged:
+        assert unchanged[1] is originals[0]

@@ -62,3 +62,36 @@ def test_build_scheduler_per_step():
     two_groups = lrs_seen("cosine", 4, groups=(0.1, 0.01))
     assert two_groups[2] == pytest.approx([cosine_lr(2, 4, 0.1, 1e-8), cosine_lr(2, 4, 0.01, 1e-8)])
     assert not any(math.isnan(lr) for lrs in two_groups for lr in lrs)
+
+
+def lrs_per_step(kind: str, epochs: int, steps_per_epoch: int, **kwargs) -> list[float]:
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.025)
+    scheduler = build_scheduler(optimizer, kind, total_steps=epochs * steps_per_epoch, min_lr=0.001,
+                                steps_per_epoch=steps_per_epoch, **kwargs)
+    seen = []
+    for _ in range(epochs * steps_per_epoch):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return seen
+
+
+def test_per_epoch_cosine_is_dartss_stepped_cosine_annealing():
+    """DARTS: CosineAnnealingLR(T_max=E, eta_min) stepped at every epoch's start: epoch e (0-based) runs at
+    eta_min + (lr - eta_min) (1 + cos(pi e / E)) / 2, constant within the epoch (never reaching eta_min)."""
+    seen = lrs_per_step("cosine", 5, 3, per_epoch=True)
+    expected = [0.001 + 0.024 * (1 + math.cos(math.pi * e / 5)) / 2 for e in range(5)]
+    assert seen == pytest.approx([lr for lr in expected for _ in range(3)])
+    smooth = lrs_per_step("cosine", 5, 3)
+    assert smooth == pytest.approx([cosine_lr(step, 15, 0.025, 0.001) for step in range(15)])
+    assert lrs_per_step("cosine_power", 10, 2, per_epoch=True, power_k=2)[::2] == pytest.approx(
+        cosine_power_annealing(10, 0.025, 0.001, k=2))  # sharpDARTS's per-epoch list
+
+
+def test_exponential_decay_is_dartss_imagenet_steplr():
+    """DARTS ImageNet: StepLR(step_size=1, gamma=0.97), lr(e) = 0.1 * 0.97^e."""
+    per_epoch = lrs_per_step("exponential", 4, 2, per_epoch=True, gamma=0.97)
+    assert per_epoch == pytest.approx([0.025 * 0.97 ** e for e in range(4) for _ in range(2)])
+    per_step = lrs_per_step("exponential", 2, 2, gamma=0.97)
+    assert per_step == pytest.approx([0.025 * 0.97 ** (s / 2) for s in range(4)])

@@ -54,9 +54,10 @@ def test_each_rank_runs_its_planned_tasks(runs):
     assert rank0["runs"]["3"]["ran"] == [1, 3] and rank1["runs"]["3"]["ran"] == [2, 0]
     assert rank0["runs"]["3-baseline"]["ran"] == [0, 2] and rank1["runs"]["3-baseline"]["ran"] == [1, 3]
     assert rank0["runs"]["2"]["ran"] == [1, 0] and rank1["runs"]["2"]["ran"] == [2, 0]
+    assert rank0["runs"]["3-adaptive"]["ran"] == [1, 3] and rank1["runs"]["3-adaptive"]["ran"] == [2, 0]
 
 
-@pytest.mark.parametrize("name", ["3", "3-baseline", "2"])
+@pytest.mark.parametrize("name", ["3", "3-baseline", "2", "3-adaptive"])
 def test_sharded_scores_equal_the_one_rank_scores_bit_for_bit(runs, name):
     (alone,), ranks = runs
     expected = alone["runs"][name]
@@ -64,7 +65,10 @@ def test_sharded_scores_equal_the_one_rank_scores_bit_for_bit(runs, name):
         got = rank["runs"][name]
         assert got["reference"] == expected["reference"]
         assert got["accuracies"] == expected["accuracies"]
+        assert got["standard_errors"] == expected["standard_errors"] and got["loss_changes"] == expected["loss_changes"]
+        assert (got["samples"], got["rounds"]) == (expected["samples"], expected["rounds"])
         tasks = len(expected["accuracies"]) + 1
         assert got["start_digests"] == [expected["snapshot"]] * tasks  # every task started from the snapshot
         assert got["restored"] and got["loss"] == expected["loss"]
     assert expected["accuracies"] != [expected["reference"]] * len(expected["accuracies"])  # removal matters
+    assert expected["samples"] == 200 and expected["rounds"] == (3 if name == "3-adaptive" else 1)

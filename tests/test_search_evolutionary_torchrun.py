@@ -1,12 +1,15 @@
 """search_evolutionary.py end to end with REAL torchrun processes on gloo, on a tiny digits config.
 
-One unbroken 2-rank run is the reference: a second run of the same seed whose rank 1 is SIGKILLed mid
-stage A (torchrun --max-restarts=1) must resume and end with the same genotype; npop=4 on 2 ranks must
-complete; every perturb-val task must have started from identical weights (weight digests, all ranks);
-with weight inheritance one network, built in stage B, must carry every later decision as masks.
+One unbroken 2-rank run is the reference: runs of the same seed whose rank 1 is SIGKILLed mid stage A, or
+right after a checkpoint of stage B, C or D (torchrun --max-restarts=1), must resume and end with the same
+genotype; two "nodes" with their own run directories (no shared filesystem) must too; a rank whose members
+take longer than the process group's timeout must not abort the job; npop=4 on 2 ranks must complete;
+every perturb-val task must have started from identical weights (weight digests, all ranks); with weight
+inheritance one network, built in stage B, must carry every later decision as masks.
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +141,81 @@ def test_weight_inheritance_continues_one_network_through_stages_c_and_d(tiny_co
               for ops, mask in zip(trained["cell"], trained["masks"]["0"])]
     assert active == [[op for op in ops if op != "none"] for ops in cell]
     assert sum(1 for ops in active if ops) == 14 - 3  # nodes 3 (3 inputs) and 4 (4 inputs) keep 2 each
+
+
+@pytest.mark.parametrize("step, stage", [(2, "B"), (9, "C"), (18, "D")])
+def test_rank_killed_after_a_checkpoint_of_stage_b_c_or_d_resumes_to_the_same_genotype(
+        unbroken_run, tiny_config, tmp_path, step, stage):
+    marker = tmp_path / "killed"
+    run = torchrun(tiny_config, tmp_path, f"crash{stage}", f"debug.crash_at_step={step}", "debug.crash_rank=1",
+                   f"debug.crash_marker={marker}", max_restarts=1)
+    assert marker.read_text().startswith(f"killed after the checkpoint of decision {step}")
+    assert f"resumed from checkpoint step {step} (stage " in (run / "log.txt").read_text()
+    assert Genotype.from_json(run / "genotype.json") == Genotype.from_json(unbroken_run / "genotype.json")
+    crashed = json.loads((run / "scores.json").read_text())
+    assert crashed["decisions"] == json.loads((unbroken_run / "scores.json").read_text())["decisions"]
+
+
+def test_two_nodes_with_their_own_run_directories_give_the_shared_directory_genotype(unbroken_run, tiny_config,
+                                                                                     tmp_path):
+    """No shared filesystem: each "node" (a torchrun agent, one rank) runs in its own folder with a relative
+    save path, so each rank writes its stage-A files into its own run directory; the scores travel over
+    the process group."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    agents, folders = [], [tmp_path / "node0", tmp_path / "node1"]
+    env = dict(os.environ, TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1", OMP_NUM_THREADS="1")
+    for node_rank, folder in enumerate(folders):
+        folder.mkdir()
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                   f"--node_rank={node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
+                   "--rdzv_id=own-dirs", f"--rdzv_conf=is_host={int(node_rank == 0)}", "--local-addr=127.0.0.1",
+                   str(ROOT / "search_evolutionary.py"), "--config", str(tiny_config), "--save", "runs",
+                   "--note", "own"]
+        agents.append(subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        outputs = [agent.communicate(timeout=400)[0] for agent in agents]
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                agent.kill()
+    assert [agent.returncode for agent in agents] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    node0, node1 = (folder / "runs" / "own" for folder in folders)
+    assert sorted(p.name for p in (node0 / "stage_a").iterdir()) == ["member_0.json"]  # rank 0's member only
+    assert sorted(p.name for p in (node1 / "stage_a").iterdir()) == ["member_1.json"]
+    assert Genotype.from_json(node0 / "genotype.json") == Genotype.from_json(unbroken_run / "genotype.json")
+    own = json.loads((node0 / "scores.json").read_text())
+    assert own["average"] == json.loads((unbroken_run / "scores.json").read_text())["average"]
+
+
+def test_a_rank_slower_than_the_collective_timeout_does_not_abort_the_job(unbroken_run, tiny_config, tmp_path):
+    """The process group's timeout is 6 s; rank 1 sleeps 1 s after each of its 14 stage-A units, so rank 0
+    waits about 14 s for it at the end of stage A: outside any collective, so the job completes."""
+    run = torchrun(tiny_config, tmp_path, "slow", "dist_timeout_s=6", "debug.slow_rank=1", "debug.slow_unit_s=1")
+    assert Genotype.from_json(run / "genotype.json") == Genotype.from_json(unbroken_run / "genotype.json")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["progress"]["A"] == {
+        "done": 14, "total": 14, "seconds_per_unit": summary["progress"]["A"]["seconds_per_unit"], "eta_s": 0.0}
+    assert summary["progress"]["C"]["done"] == 14 and summary["progress"]["D"]["done"] == 3
+
+
+def test_stages_c_and_d_keep_the_argmin_and_the_population_average_is_the_members_mean(unbroken_run):
+    """End to end, from scores.json: C keeps argmin(scores) (lower index on ties), D the 2 most important
+    edges, and the population matrix is the mean of the members' matrices."""
+    scores = json.loads((unbroken_run / "scores.json").read_text())
+    members = torch.tensor([scores["members"][m] for m in sorted(scores["members"])], dtype=torch.float64)
+    torch.testing.assert_close(torch.tensor(scores["average"], dtype=torch.float64), members.mean(dim=0))
+    decided = 0
+    for decision in scores["decisions"]:
+        if decision["stage"] == "C" and decision.get("scores"):
+            best = min(range(len(decision["scores"])), key=lambda i: (decision["scores"][i], i))
+            assert decision["kept"] == decision["ops"][best]
+            decided += 1
+        elif decision["stage"] == "D":
+            order = sorted(range(len(decision["edges"])), key=lambda i: (decision["scores"][i], i))
+            assert decision["kept"] == sorted(decision["edges"][i] for i in order[:2])
+            decided += 1
+    assert decided >= 3

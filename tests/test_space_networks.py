@@ -158,3 +158,67 @@ def test_drop_path_on_cpu():
 def test_primitives_are_nb301_order():
     assert PRIMITIVES == ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
                           "dil_conv_3x3", "dil_conv_5x5")
+
+
+@pytest.mark.parametrize("weighting", ["maxw", "softmax"])
+def test_mixed_edge_output_equals_the_weighted_sum_computed_by_hand(weighting):
+    """sharpDARTS Max-W: o(x) = sum_i (1 - max_j w_j + w_i) op_i(x); DARTS: sum_i w_i op_i(x); w = softmax(alpha)."""
+    torch.manual_seed(0)
+    network = SearchNetwork(3, 10, full_candidates(), channels=4, layers=1, weighting=weighting).eval()
+    with torch.no_grad():
+        network.alphas["normal"].normal_(0.0, 1.0)
+    edge, x = 3, torch.randn(2, 4, 6, 6)
+    mixed = network.cells[0].edges[edge]
+    alpha = network.alphas["normal"][edge].detach()
+    w = [a.exp().item() / alpha.exp().sum().item() for a in alpha]  # softmax by hand
+    if weighting == "maxw":
+        w = [1.0 - max(w) + wi for wi in w]
+    outputs = [torch.zeros(2, 4, 6, 6) if name == "none" else op(x) for name, op in zip(mixed.names, mixed.ops)]
+    expected = sum(wi * out for wi, out in zip(w, outputs))
+    with torch.no_grad():
+        got = mixed(x, network.edge_weights("normal")[edge])
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+        network.set_active(edge, "sep_conv_3x3", False)  # a removed op leaves the sum; the others keep w_i
+        skip = mixed.names.index("sep_conv_3x3")
+        without = sum(wi * out for i, (wi, out) in enumerate(zip(w, outputs)) if i != skip)
+        torch.testing.assert_close(mixed(x, network.edge_weights("normal")[edge]), without, rtol=1e-5, atol=1e-6)
+    if weighting == "maxw":  # the two weightings differ here, so this test tells them apart
+        softmax_sum = sum(wi * out for wi, out in zip(torch.softmax(alpha, 0).tolist(), outputs))
+        assert (softmax_sum - expected).abs().max() > 1e-2
+
+
+def aux_head_input_and_pool(network: EvalNetwork, images: torch.Tensor):
+    seen = {}
+    head = network.auxiliary_head
+    head.register_forward_pre_hook(lambda module, args: seen.setdefault("input", args[0].detach().clone()))
+    network.train()
+    _, aux_logits = network(images)
+    return seen["input"], head.pool(torch.relu(seen["input"])), aux_logits
+
+
+def test_imagenet_auxiliary_head_pools_7x7_to_2x2_with_stride_2():
+    """DARTS AuxiliaryHeadImageNet: AvgPool2d(5, stride=2) on the 7x7 output of cell 2*14//3 (224 input), no
+    BN after the 768-channel conv."""
+    torch.manual_seed(0)
+    network = EvalNetwork(builtin_genotype("DARTS_V2"), 10, channels=8, layers=14, auxiliary=True, stem="imagenet")
+    head = network.auxiliary_head
+    assert head.pool_stride == 2
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) and m.num_features == 768 for m in head.modules())
+    features, pooled, aux_logits = aux_head_input_and_pool(network, torch.randn(2, 3, 224, 224))
+    assert features.shape[-2:] == (7, 7) and pooled.shape[-2:] == (2, 2) and aux_logits.shape == (2, 10)
+    relu = torch.relu(features)
+    for row, top in enumerate((0, 2)):  # stride 2: windows start at 0 and 2 (stride 3 would give one 1x1)
+        for col, left in enumerate((0, 2)):
+            torch.testing.assert_close(pooled[..., row, col], relu[..., top:top + 5, left:left + 5].mean(dim=(-2, -1)))
+
+
+def test_cifar_auxiliary_head_pools_8x8_to_2x2_with_stride_3():
+    torch.manual_seed(0)
+    network = EvalNetwork(builtin_genotype("DARTS_V2"), 10, channels=4, layers=8, auxiliary=True)
+    head = network.auxiliary_head
+    assert head.pool_stride == 3
+    assert any(isinstance(m, torch.nn.BatchNorm2d) and m.num_features == 768 for m in head.modules())
+    features, pooled, _ = aux_head_input_and_pool(network, torch.randn(2, 3, 32, 32))
+    assert features.shape[-2:] == (8, 8)
+    relu = torch.relu(features)
+    torch.testing.assert_close(pooled[..., 1, 1], relu[..., 3:8, 3:8].mean(dim=(-2, -1)))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from space.genotype import builtin_genotype
-from space.visualize import draw_genotype
+from space.pictures import draw_genotype
 
 REPO = Path(__file__).resolve().parents[1]
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,

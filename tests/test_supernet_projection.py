@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from launch.distributed import DistEnv
-from perturb.projection import decide, projection_plan
-from launch.train import evaluate
+from perturb.measure import Outcomes, SearchValMeasure
+from perturb.projection import decide, fallback_ops, projection_plan
 from space.search_network import NUM_EDGES, SearchNetwork, full_candidates, node_edges
 from supernet.derive import derive_cell, genotype_from_alphas, genotype_from_masks
 
@@ -46,20 +46,22 @@ def trained_one_path_network():
 
 def test_projection_keeps_the_op_whose_removal_hurts_most():
     network, batches = trained_one_path_network()
-    measure = lambda module: evaluate(module, batches, env=ENV, sync=False)["top1"]
-    assert measure(network) > 90.0
+    measure = SearchValMeasure(batches, measurement="running", env=ENV)
+    assert measure(network, [0]).top1 > 90.0
     record = decide(network, {"kind": "op", "cell_type": None, "edge": 1}, measure=measure, env=ENV)
-    scores = dict(zip(["max_pool_3x3", "skip_connect", "avg_pool_3x3"], record["scores"]))
-    assert record["kept"] == "skip_connect"
+    scores = dict(zip(OPS, record["scores"]))
+    assert record["candidates"] == [f"edge 1: {op}" for op in OPS]
+    assert scores["none"] == 0.0  # none is a candidate (darts-pt); removing it changes nothing
+    assert record["kept"] == "skip_connect" and "fallback" not in record
     assert scores["skip_connect"] < -30.0  # removing it destroys the features
     assert abs(scores["max_pool_3x3"]) < 5.0 and abs(scores["avg_pool_3x3"]) < 5.0
     assert network.active_ops("normal")[1] == ("skip_connect",)  # the other ops (none included) are masked
-    assert measure(network) > 90.0  # and the projected network still works
+    assert measure(network, [0]).top1 > 90.0  # and the projected network still works
 
 
 def test_edge_decision_keeps_the_two_edges_whose_removal_hurts_most():
     network, batches = trained_one_path_network()
-    measure = lambda module: evaluate(module, batches, env=ENV, sync=False)["top1"]
+    measure = SearchValMeasure(batches, measurement="running", env=ENV)
     for edge in node_edges(3):  # node 3 gets three live edges; only edge 3 (from input 1) carries features
         network.set_edge_active(edge, True)
     before = {e: network.active_ops("normal")[e] for e in node_edges(3)}
@@ -71,22 +73,85 @@ def test_edge_decision_keeps_the_two_edges_whose_removal_hurts_most():
     assert record["scores"][node_edges(3).index(removed)] == max(record["scores"])
 
 
-def test_plan_order_edges_first_then_nodes_seeded():
+def test_plan_interleaves_normal_and_reduce_groups_edges_first_seeded():
+    """darts-pt pt_project: 14 op groups, then 3 node groups, each a normal then a reduction decision on a
+    random remaining edge (node); the weights are tuned after every group."""
     separate = SearchNetwork(1, 2, full_candidates(), full_candidates(), channels=2, layers=3, weighting="softmax")
     shared = SearchNetwork(1, 2, full_candidates(), None, channels=2, layers=3, weighting="softmax")
     plan = projection_plan(separate, seed=1)
-    assert len(plan) == 2 * (14 + 3) and len(projection_plan(shared, seed=1)) == 14 + 3
+    assert len(plan) == 2 * (14 + 3)
     assert [d["kind"] for d in plan] == ["op"] * 28 + ["edge"] * 6
+    assert [d["cell_type"] for d in plan] == ["normal", "reduce"] * 17
+    assert [d["tune_after"] for d in plan] == [False, True] * 17
+    for cell_type in ("normal", "reduce"):
+        assert sorted(d["edge"] for d in plan[:28] if d["cell_type"] == cell_type) == list(range(14))
+        assert sorted(d["node"] for d in plan[28:] if d["cell_type"] == cell_type) == [3, 4, 5]
+    assert [d["edge"] for d in plan[:28:2]] != [d["edge"] for d in plan[1:28:2]]  # own order per cell type
     assert plan == projection_plan(separate, seed=1) and plan != projection_plan(separate, seed=2)
-    assert sorted((d["cell_type"], d["edge"]) for d in plan[:28]) == sorted(
-        (t, e) for t in ("normal", "reduce") for e in range(14))
+    single = projection_plan(shared, seed=1)
+    assert len(single) == 14 + 3 and all(d["tune_after"] and d["cell_type"] is None for d in single)
+
+
+class ScriptedMeasure:
+    """A perturb-val measurement from a function of the network: 100 samples, the first round(accuracy) correct."""
+
+    num_batches = 1
+
+    def __init__(self, accuracy):
+        self.accuracy = accuracy
+
+    def offsets(self, batch_ids):
+        return [0, 100 * len(batch_ids)]
+
+    def __call__(self, module, batch_ids):
+        correct = torch.zeros(100, dtype=torch.float64)
+        correct[: round(self.accuracy(module))] = 1.0
+        return Outcomes(correct, 1.0 - correct)
+
+
+def scripted_accuracy(module) -> float:
+    """A measurement that depends on the masks only: on edge 0 every real op costs accuracy (so removing
+    any of them helps and none wins: 'none' is kept with the fallback max_pool_3x3, the op whose removal
+    helps least); on every other edge skip_connect is worth 3 points."""
+    active = module.active_ops("normal")
+    cost = {"max_pool_3x3": 1.0, "skip_connect": 3.0, "avg_pool_3x3": 2.0}
+    accuracy = 50.0 - sum(cost[op] for op in active[0] if op in cost)
+    return accuracy + sum(3.0 for e in range(1, NUM_EDGES) if "skip_connect" in active[e])
+
+
+scripted_measure = ScriptedMeasure(scripted_accuracy)
+
+
+def test_none_can_be_kept_and_its_edge_takes_the_fallback_op_in_the_genotype():
+    torch.manual_seed(0)
+    network = SearchNetwork(1, 2, [OPS] * NUM_EDGES, None, channels=2, layers=1, weighting="softmax")
+    record = decide(network, {"kind": "op", "cell_type": None, "edge": 0}, measure=scripted_measure, env=ENV)
+    assert dict(zip(OPS, record["scores"])) == {"max_pool_3x3": 1.0, "skip_connect": 3.0, "avg_pool_3x3": 2.0,
+                                                "none": 0.0}
+    assert record["kept"] == "none" and record["fallback"] == "max_pool_3x3"
+    assert network.active_ops("normal")[0] == ("none",)  # the edge now contributes nothing, as darts-pt's
+    images = torch.randn(2, 1, 4, 4)
+    with network.removed(edges=[0]):
+        without_edge = network(images)
+    torch.testing.assert_close(network(images), without_edge)
+    for decision in projection_plan(network, seed=0):
+        if (decision["kind"], decision.get("edge")) != ("op", 0):
+            record = decide(network, decision, measure=scripted_measure, env=ENV)
+            if decision["kind"] == "edge" and decision["node"] == 3:  # an edge that kept none is a candidate
+                assert len(record["candidates"]) == 3
+    records = [{"kind": "op", "cell_type": None, "edge": 0, "kept": "none", "fallback": "max_pool_3x3"}]
+    assert fallback_ops(records) == {("normal", 0): "max_pool_3x3"}
+    genotype = genotype_from_masks(network, fallback_ops(records))
+    assert genotype.normal[:2] == (("max_pool_3x3", 0), ("skip_connect", 1))
+    with pytest.raises(ValueError, match="edge 0"):
+        genotype_from_masks(network)  # without the fallback the edge has no op to write
 
 
 def test_full_projection_leaves_a_valid_genotype():
     network, batches = trained_one_path_network()
     for edge in range(NUM_EDGES):
         network.set_edge_active(edge, True)
-    measure = lambda module: evaluate(module, batches, env=ENV, sync=False)["top1"]
+    measure = SearchValMeasure(batches, measurement="running", env=ENV)
     for decision in projection_plan(network, seed=0):
         decide(network, decision, measure=measure, env=ENV)
     genotype = genotype_from_masks(network)
@@ -120,3 +185,18 @@ def test_genotype_from_alphas_of_separate_cells():
     genotype = genotype_from_alphas(network)
     assert {op for op, _ in genotype.normal} == {"skip_connect"}
     assert {op for op, _ in genotype.reduce} == {"max_pool_3x3"}
+
+
+def test_a_tie_keeps_the_first_candidate_and_never_none():
+    """Every removal leaves the accuracy unchanged: the first op in candidate order wins, and none, listed
+    last, only wins when every real op's removal helps (darts-pt lists none first and would keep it)."""
+    network = SearchNetwork(1, 2, [OPS] * NUM_EDGES, None, channels=2, layers=1, weighting="softmax")
+    record = decide(network, {"kind": "op", "cell_type": None, "edge": 4}, measure=ScriptedMeasure(lambda module: 50.0), env=ENV)
+    assert record["scores"] == [0.0] * 4 and record["kept"] == OPS[0] and "fallback" not in record
+
+
+def test_darts_derivation_breaks_ties_by_the_lower_index():
+    ops = ("max_pool_3x3", "skip_connect", "none")  # a tie must go to the first op, not the last name
+    weights = torch.full((NUM_EDGES, 3), 0.3)
+    genes = derive_cell(weights, [ops] * NUM_EDGES)
+    assert genes[:4] == (("max_pool_3x3", 0), ("max_pool_3x3", 1), ("max_pool_3x3", 0), ("max_pool_3x3", 1))

@@ -19,7 +19,7 @@ TINY = [
     "data.train_subset=96", "data.translate=1",
     "network.channels=2", "network.layers=3",
     "weights.learning_rate=0.05", "arch.learning_rate=0.01",
-    "projection.val_batches=1", "projection.tune_steps=1",
+    "projection.val_batches=1", "projection.tune_epoch_steps=1",
 ]
 
 

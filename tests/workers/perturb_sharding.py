@@ -1,15 +1,15 @@
 """torchrun worker for tests/test_perturb_sharding.py: perturb-val with its tasks sharded over the ranks.
 
 Every rank builds the same trained network (seeded) and the same digits batches and runs ``perturb_val``
-with ``shard=True`` and a ``measure_part`` (the reference can be split by search-val batches): 3
-candidates without and with a fine-tuned baseline, and 2 candidates without. It records the tasks it ran
+with ``shard=True`` (the reference can be split by search-val batches), measured with recalibrated BN
+statistics: 3 candidates without and with a fine-tuned baseline, 2 candidates without, and 3 with
+adaptive measurement that never separates (3 rounds of 2, 2 and 1 batches). It records the tasks it ran
 (``on_task``), the result and whether the network was left as captured. Rank 0 writes all ranks' records
 to --out as JSON. Run as one process it gives the unsharded values to compare with.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -23,8 +23,9 @@ import torch.nn.functional as F  # noqa: E402
 
 from data.readers import read_dataset  # noqa: E402
 from launch.distributed import init_distributed, shutdown_distributed  # noqa: E402
-from launch.train import evaluate, train_epoch  # noqa: E402
-from perturb.scoring import Candidate, perturb_val  # noqa: E402
+from launch.train import train_epoch  # noqa: E402
+from perturb.measure import SearchValMeasure  # noqa: E402
+from perturb.scoring import Candidate, Rounds, perturb_val  # noqa: E402
 from perturb.snapshot import Snapshot  # noqa: E402
 from space.search_network import SearchNetwork  # noqa: E402
 
@@ -56,23 +57,22 @@ def main() -> None:
     def finetune(module, steps):
         train_epoch(module, finetune_batches, optimizer, env=env, max_steps=steps, sync=False)
 
-    def measure(module):
-        return evaluate(module, val_batches, env=env, sync=False)["top1"]
-
-    def measure_part(module, part, parts):
-        result = evaluate(module, itertools.islice(val_batches, part, None, parts), env=env, sync=False)
-        return result["correct"], result["count"]
+    measure = SearchValMeasure(val_batches, measurement="recalibrate", calibration=train_batches[:2], env=env)
 
     three = [Candidate(0, "sep_conv_3x3"), Candidate(0, "max_pool_3x3"), Candidate(0, "avg_pool_3x3")]
     record = {"rank": env.rank, "runs": {}}
-    for name, candidates, baseline in (("3", three, False), ("3-baseline", three, True), ("2", three[1:], False)):
+    never = Rounds(batches=2, max_rounds=3, z=1e9)  # never separated: every round runs
+    for name, candidates, baseline, rounds in (("3", three, False, None), ("3-baseline", three, True, None),
+                                               ("2", three[1:], False, None), ("3-adaptive", three, False, never)):
         snapshot = Snapshot.capture(network, optimizer)
         ran = []
         result = perturb_val(network, candidates, snapshot=snapshot, finetune=finetune, measure=measure,
-                             measure_part=measure_part, steps=2, env=env, shard=True, baseline=baseline,
+                             steps=2, env=env, shard=True, baseline=baseline, rounds=rounds,
                              record_digests=True, on_task=lambda index, label: ran.append(index))
         record["runs"][name] = {
             "ran": ran, "reference": result.reference, "accuracies": result.accuracies,
+            "standard_errors": result.standard_errors, "loss_changes": result.loss_changes,
+            "samples": result.samples, "rounds": result.rounds,
             "start_digests": result.start_digests, "snapshot": snapshot.digest(),
             "restored": snapshot.matches(network),
             # a loss that depends on every weight: the network must be exactly as before perturb-val

@@ -1,0 +1,156 @@
+"""How repeatable are perturb-val scores? The published measurement against the fair ones, side by side.
+
+    python bench/perturb_noise.py                       # MNIST subset when ../shared is there, else digits
+    python bench/perturb_noise.py --units 8 --out noise.json
+
+For each of ``--units`` stage-A units (a member's random cell with one edge expanded to every op + none),
+the network is trained once, exactly as the search trains it. Then, for every measurement below, its 7
+candidates are scored TWICE, with independent fine-tuning batches and RNG seeds (the same trained weights,
+the same fixed search-val samples). Per measurement it prints:
+
+- spearman: the mean over units of Spearman's rank correlation of op importance between the two scorings
+  (1 = the same order both times; 0 = unrelated);
+- |ds|: the mean absolute difference of the same op's score between the two scorings (points);
+- SE: the mean paired standard error of a score (points), from one scoring;
+- ref: the mean reference accuracy a_ref; top parameter-free: the share of scorings whose most important
+  op is a pool or skip_connect;
+- spearman(loss): the same rank correlation for the per-sample cross-entropy change.
+
+Measurements: ``published`` (eval-mode BN with running statistics, reference not fine-tuned: PertNAS),
+``recalibrate`` and ``batch`` (perturb/measure.py; reference fine-tuned like the candidates), and
+``recalibrate-nobase`` (recalibrated, reference not fine-tuned: is the fine-tuned baseline needed?).
+The default budget is the small MNIST search of the search-quality issue (C=8, 3 cells, 2 epochs on
+1,000 images, K=4, 6 search-val batches of 64).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_DIR = ROOT.parent / "shared" / "datasets" / "mnist"
+PARAMETER_FREE = {"max_pool_3x3", "avg_pool_3x3", "skip_connect"}
+# name -> (search.measurement, search.baseline)
+MEASUREMENTS = {"published": ("running", False), "recalibrate": ("recalibrate", True), "batch": ("batch", True),
+                "recalibrate-nobase": ("recalibrate", False)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--units", type=int, default=6, help="stage-A units (member, edge) to score (default 6)")
+    parser.add_argument("--dataset", choices=("auto", "mnist", "digits"), default="auto",
+                        help="auto: the MNIST subset from ../shared/datasets/mnist when present, else digits")
+    parser.add_argument("--train-subset", type=int, default=2000, help="MNIST images (half search-train)")
+    parser.add_argument("--val-batches", type=int, default=6, help="search-val batches per accuracy")
+    parser.add_argument("--finetune-steps", type=int, default=4, help="K, fine-tuning steps per candidate")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs of each stage-A network")
+    parser.add_argument("--measurements", nargs="+", choices=sorted(MEASUREMENTS), default=list(MEASUREMENTS),
+                        help="which measurements to compare (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search config and of the unit choice")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    return parser
+
+
+def search_config(args: argparse.Namespace, run_dir: Path):
+    from launch.config import load_config
+    from perturb.config import EvolutionConfig
+
+    mnist = args.dataset == "mnist" or (args.dataset == "auto" and MNIST_DIR.is_dir())
+    overrides = [f"seed={args.seed}", f"save={run_dir}", "pictures=false", f"threads={args.threads}",
+                 f"search.val_batches={args.val_batches}", f"search.finetune_steps={args.finetune_steps}",
+                 f"search.stage_a.epochs={args.epochs}", "search.stage_a.finetune_extra=0"]
+    if mnist:
+        overrides += ["data.dataset=mnist", "data.backend=memory", f"data.data_dir={MNIST_DIR}",
+                      f"data.train_subset={args.train_subset}", "data.batch_size=64", "data.eval_batch_size=64",
+                      "network.channels=8", "network.layers=3"]
+    return load_config(EvolutionConfig, ROOT / "configs" / "quickstart.yaml", overrides), ("mnist" if mnist else "digits")
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    value = spearmanr(a, b).statistic
+    return float(value) if value == value else 0.0  # constant scores: no order at all
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from launch.distributed import init_distributed, shutdown_distributed
+    from perturb.runtime import SearchRuntime, build_search_loaders
+    from perturb.scoring import Candidate
+    from perturb.selection import expand_edge, random_cell
+    from space.ops import NONE_OP
+
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, dataset = search_config(args, Path(tmp))
+        env = init_distributed(device="cpu")
+        member_loaders, ddp_loaders = build_search_loaders(cfg.data, env, cfg.seed)
+        search = cfg.search
+        chooser = random.Random(f"perturb-noise/{args.seed}")
+        units = [(chooser.randrange(search.npop), chooser.randrange(14)) for _ in range(args.units)]
+        runtimes = {}
+        for name in args.measurements:
+            measurement, baseline = MEASUREMENTS[name]
+            variant = dataclasses.replace(cfg, search=dataclasses.replace(search, measurement=measurement,
+                                                                          baseline=baseline))
+            runtimes[name] = SearchRuntime(variant, env, member_loaders, ddp_loaders, Path(tmp))
+        trainer = next(iter(runtimes.values()))
+        rows = {name: [] for name in args.measurements}
+        for index, (member, edge) in enumerate(units):
+            key = f"A/m{member}/e{edge}"
+            cell = expand_edge(random_cell(cfg.seed, member, search.ops), edge, tuple(search.ops) + (NONE_OP,))
+            network = trainer.new_network(cell, key)
+            optimizer = trainer.train(network, search.stage_a, key=key, distributed=False, tag=key)
+            candidates = [Candidate(edge, op) for op in search.ops]
+            for name, runtime in runtimes.items():
+                first, second = (runtime.score(network, optimizer, candidates, search.stage_a, key=f"{key}/rep{r}",
+                                               shard=False, tag=f"{key} {name} #{r}") for r in (1, 2))
+                rows[name].append({
+                    "unit": key, "scores": [first.scores, second.scores],
+                    "spearman": spearman(first.scores, second.scores),
+                    "spearman_loss": spearman(first.loss_changes, second.loss_changes),
+                    "abs_diff": statistics.fmean(abs(a - b) for a, b in zip(first.scores, second.scores)),
+                    "se": statistics.fmean(first.standard_errors), "reference": first.reference,
+                    "top_parameter_free": [search.ops[min(range(len(r.scores)), key=r.scores.__getitem__)]
+                                           in PARAMETER_FREE for r in (first, second)]})
+            print(f"unit {index + 1}/{len(units)} ({key}) done, {time.time() - started:.0f}s", file=sys.stderr)
+        shutdown_distributed()
+    summary = {}
+    print(f"\nperturb-val repeatability on {dataset}: {len(units)} stage-A units, K={search.finetune_steps}, "
+          f"{args.val_batches} search-val batches of {cfg.data.eval_batch_size}, two scorings per unit with "
+          f"independent fine-tuning batches and seeds ({time.time() - started:.0f}s)")
+    print(f"{'measurement':<20}{'spearman':>10}{'|ds| pts':>10}{'SE pts':>8}{'ref %':>8}"
+          f"{'top param-free':>16}{'spearman(loss)':>16}")
+    for name, unit_rows in rows.items():
+        tops = [flag for row in unit_rows for flag in row["top_parameter_free"]]
+        summary[name] = {key: statistics.fmean(row[key] for row in unit_rows)
+                         for key in ("spearman", "spearman_loss", "abs_diff", "se", "reference")}
+        summary[name]["top_parameter_free"] = sum(tops) / len(tops)
+        s = summary[name]
+        print(f"{name:<20}{s['spearman']:>10.2f}{s['abs_diff']:>10.2f}{s['se']:>8.2f}{s['reference']:>8.1f}"
+              f"{s['top_parameter_free']:>16.0%}{s['spearman_loss']:>16.2f}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"dataset": dataset, "units": units, "summary": summary, "rows": rows},
+                                       indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Stage A's per-member results: this rank's resume record on disk, and the exchange over the process group.
+
+On disk (each rank's own run directory; no shared filesystem needed)::
+
+    run_dir/stage_a/member_<m>.json    {"<edge>": {"scores": [n floats], "standard_errors": [...], ...}, ...}
+
+Each finished unit rewrites its member's file atomically; a restarted run resumes each member from it.
+The files are only a resume record: at the end of stage A every rank's results travel over the process
+group (:func:`exchange`): the (npop, 14, n) score tensor with a done mask by all_gather, and the per-unit
+details (reference accuracy, standard errors, separation, digests) as JSON bytes. Every row must be
+present and finite before the population is averaged; a missing or broken one stops the run with one
+line naming the member and the edge.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+
+from launch.atomic import write_atomically
+from launch.distributed import DistEnv, all_gather_tensor
+from launch.errors import UserInputError
+from space.search_network import NUM_EDGES
+
+
+class SearchStateError(UserInputError):
+    """A run directory whose search state cannot be resumed, or a stage-A result that is missing or broken."""
+
+
+class MemberRecords:
+    """The stage-A files of one run directory (this rank's members)."""
+
+    def __init__(self, run_dir: Path, n_ops: int):
+        self.directory = Path(run_dir) / "stage_a"
+        self.n_ops = n_ops
+
+    def path(self, member: int) -> Path:
+        return self.directory / f"member_{member}.json"
+
+    def read(self, member: int) -> dict:
+        """Member ``member``'s finished units {str(edge): record}, validated; {} when it has no file."""
+        path = self.path(member)
+        if not path.is_file():
+            return {}
+        try:
+            records = json.loads(path.read_text())
+        except (OSError, ValueError, RecursionError) as error:
+            raise SearchStateError(f"{path} cannot be read ({error}); delete it to rescore member {member}") from None
+        return validate_records(records, self.n_ops, f"{path} (delete it to rescore member {member})")
+
+    def write(self, member: int, records: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.path(member), json.dumps(records, sort_keys=True).encode())
+
+    def delete_all(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def validate_records(records: object, n_ops: int, where: str) -> dict:
+    """``records`` if it is {"<edge 0..13>": {"scores": n finite numbers, ...}}; else SearchStateError."""
+    if not isinstance(records, dict):
+        raise SearchStateError(f"{where}: expected an object of edges, got {type(records).__name__}")
+    for key, record in records.items():
+        if key not in {str(edge) for edge in range(NUM_EDGES)}:
+            raise SearchStateError(f"{where}: {key!r} is not an edge 0..{NUM_EDGES - 1}")
+        scores = record.get("scores") if isinstance(record, dict) else None
+        if (not isinstance(scores, list) or len(scores) != n_ops
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                           for v in scores)):
+            raise SearchStateError(f"{where}: edge {key} needs 'scores', {n_ops} finite numbers")
+    return records
+
+
+def exchange(own: dict[int, dict], npop: int, n_ops: int, env: DistEnv) -> dict[int, dict]:
+    """Every member's records on every rank, from each rank's ``own`` {member: records} (collective).
+
+    Scores travel as a (npop, 14, n) float64 tensor with a (npop, 14) done mask, all-gathered; member m's
+    rows are taken from rank m % W, its owner. The details travel as JSON bytes. Raises SearchStateError
+    naming the first member and edge whose row is missing or not finite.
+    """
+    scores = torch.full((npop, NUM_EDGES, n_ops), math.nan, dtype=torch.float64)
+    done = torch.zeros((npop, NUM_EDGES), dtype=torch.uint8)
+    for member, records in own.items():
+        for edge, record in records.items():
+            scores[member, int(edge)] = torch.tensor(record["scores"], dtype=torch.float64)
+            done[member, int(edge)] = 1
+    details = torch.frombuffer(bytearray(json.dumps({str(m): r for m, r in own.items()}).encode()), dtype=torch.uint8)
+    gathered_scores = [t.cpu() for t in all_gather_tensor(scores.to(env.device))]
+    gathered_done = [t.cpu() for t in all_gather_tensor(done.to(env.device))]
+    gathered_details = [json.loads(bytes(t.cpu().tolist())) for t in all_gather_tensor(details.to(env.device))]
+    merged: dict[int, dict] = {}
+    for member in range(npop):
+        owner = member % env.world_size
+        records = gathered_details[owner].get(str(member), {})
+        for edge in range(NUM_EDGES):
+            row = gathered_scores[owner][member, edge]
+            if not gathered_done[owner][member, edge] or str(edge) not in records:
+                raise SearchStateError(f"stage A: member {member} edge {edge} has no score from rank {owner}")
+            if not torch.isfinite(row).all():
+                raise SearchStateError(f"stage A: member {member} edge {edge} has a non-finite score {row.tolist()}")
+            records[str(edge)]["scores"] = row.tolist()  # the tensor is the authority
+        merged[member] = records
+    return merged
