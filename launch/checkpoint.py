@@ -17,8 +17,9 @@ line, before the caller changes anything.
 Saving is collective (every rank calls :meth:`CheckpointManager.save`): each rank serialises its own RNG
 state (Python random, numpy, torch CPU/CUDA) to bytes, the byte tensors are all-gathered to rank 0, and
 rank 0 alone writes the file: temp file, fsync, rename, fsync of the directory, so a crash at any moment
-leaves either the old set of checkpoints or the old set plus the complete new one. Loading is done by
-every rank from the same (shared) directory; each rank restores its own RNG entry.
+leaves either the old set of checkpoints or the old set plus the complete new one. Resuming is collective
+too: rank 0 picks the newest good checkpoint and broadcasts its bytes, so ranks on nodes without a shared
+filesystem resume from the same one; each rank restores its own RNG entry.
 
 The caller's state is serialised inside ``save``, so what is written is a copy of the weights at that
 moment even if training continues right after. Put everything needed to resume into it: model,
@@ -40,7 +41,7 @@ from typing import Iterator, Mapping
 import torch
 
 from launch.atomic import write_atomically
-from launch.distributed import DistEnv, all_gather_tensor, barrier, unwrap_model
+from launch.distributed import DistEnv, all_gather_tensor, barrier, broadcast_tensor, unwrap_model
 from launch.errors import UserInputError
 from launch.seeding import capture_rng_state, restore_rng_state, rng_state_problem
 
@@ -246,7 +247,7 @@ class CheckpointManager:
 
     def load(self, path: str | os.PathLike, restore_rng: bool = True,
              expect: Mapping[str, type | tuple[type, ...]] | None = None) -> dict:
-        """The caller's state saved in ``path`` (tensors on the CPU).
+        """The caller's state saved in ``path`` (tensors on the CPU), read by this rank alone.
 
         Raises :class:`CheckpointCorrupt` (damaged bytes) or :class:`CheckpointInvalid` (checksum fine, but
         a wrong layout, or a state without the ``expect``-ed keys of the expected types, e.g.
@@ -258,6 +259,10 @@ class CheckpointManager:
             data = path.read_bytes()
         except OSError as error:
             raise CheckpointCorrupt(f"{path} cannot be read: {error.strerror or error}") from None
+        return self._load_bytes(data, path, restore_rng, expect)
+
+    def _load_bytes(self, data: bytes, path: Path, restore_rng: bool,
+                    expect: Mapping[str, type | tuple[type, ...]] | None) -> dict:
         payload = decode_checkpoint(data, name=str(path))
         problem = state_problem(payload["state"], expect or {})
         if problem:
@@ -280,23 +285,58 @@ class CheckpointManager:
         self.loaded_path = path
         return payload["state"]
 
-    def load_latest(self, restore_rng: bool = True,
-                    expect: Mapping[str, type | tuple[type, ...]] | None = None) -> dict | None:
-        """The newest checkpoint that passes its checks, or None when there is none.
-
-        Corrupt or truncated files are skipped with a warning (and left on disk); a file that passes its
-        checksum but fails the structure checks (see :meth:`load`) stops the resume with
-        :class:`CheckpointInvalid`. Call it after building the model and optimizer and before training,
-        since it restores the RNG state.
-        """
+    def _newest_good(self, expect: Mapping[str, type | tuple[type, ...]] | None) -> tuple[Path, bytes] | None:
+        """The path and bytes of the newest checkpoint that passes its checks (corrupt ones skipped with a
+        warning), or None; CheckpointInvalid as in :meth:`load`."""
         for step, path in self.list_checkpoints():
             try:
-                return self.load(path, restore_rng=restore_rng, expect=expect)
+                data = path.read_bytes()
+                payload = decode_checkpoint(data, name=str(path))
+            except OSError as error:
+                message = f"skipping checkpoint of step {step}: {path} cannot be read: {error.strerror or error}"
             except CheckpointCorrupt as error:
                 message = f"skipping checkpoint of step {step}: {error}"
-                warnings.warn(message, stacklevel=2)
-                log.warning(message)
+            else:
+                problem = state_problem(payload["state"], expect or {})
+                if problem:
+                    raise CheckpointInvalid(f"{path} passes its checksum but {problem}; {START_ANEW}")
+                return path, data
+            warnings.warn(message, stacklevel=3)
+            log.warning(message)
         return None
+
+    def load_latest(self, restore_rng: bool = True,
+                    expect: Mapping[str, type | tuple[type, ...]] | None = None) -> dict | None:
+        """The newest checkpoint that passes its checks, or None when there is none. Collective.
+
+        Rank 0 picks it in its run directory and broadcasts its bytes, so every rank resumes from the same
+        checkpoint even without a shared filesystem (each node its own run directory). Corrupt or
+        truncated files are skipped with a warning (and left on disk); a file that passes its checksum
+        but fails the structure checks (see :meth:`load`) stops the resume with :class:`CheckpointInvalid`
+        on every rank. Call it after building the model and optimizer and before training, since it
+        restores the RNG state.
+        """
+        status, blob, path = 0, b"", Path()
+        if self.env.is_main:
+            try:
+                found = self._newest_good(expect)
+            except CheckpointInvalid as error:
+                status, blob = 2, str(error).encode()
+            else:
+                if found is not None:
+                    (path, blob), status = found, 1
+        header = broadcast_tensor(torch.tensor([status, len(blob)], dtype=torch.int64, device=self.env.device))
+        status, length = (int(v) for v in header.tolist())
+        if self.env.is_distributed and length:
+            data = torch.frombuffer(bytearray(blob), dtype=torch.uint8) if self.env.is_main else \
+                torch.empty(length, dtype=torch.uint8)
+            blob = broadcast_tensor(data.to(self.env.device)).cpu().numpy().tobytes()
+        if status == 2:
+            raise CheckpointInvalid(blob.decode(errors="replace"))
+        if status == 0:
+            return None
+        name = path if self.env.is_main else self.directory / "(rank 0's checkpoint)"
+        return self._load_bytes(blob, name, restore_rng, expect)
 
     @contextlib.contextmanager
     def restoring(self) -> Iterator[None]:

@@ -156,23 +156,20 @@ def test_rank_killed_after_a_checkpoint_of_stage_b_c_or_d_resumes_to_the_same_ge
     assert crashed["decisions"] == json.loads((unbroken_run / "scores.json").read_text())["decisions"]
 
 
-def test_two_nodes_with_their_own_run_directories_give_the_shared_directory_genotype(unbroken_run, tiny_config,
-                                                                                     tmp_path):
-    """No shared filesystem: each "node" (a torchrun agent, one rank) runs in its own folder with a relative
-    save path, so each rank writes its stage-A files into its own run directory; the scores travel over
-    the process group."""
+def two_nodes(folders: list[Path], config: Path, note: str) -> None:
+    """One torchrun agent (one rank) per folder, meeting through c10d: two "nodes" without a shared
+    filesystem, each with a relative save path inside its own folder."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    agents, folders = [], [tmp_path / "node0", tmp_path / "node1"]
+    agents = []
     env = dict(os.environ, TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1", OMP_NUM_THREADS="1")
     for node_rank, folder in enumerate(folders):
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
                    f"--node_rank={node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
-                   "--rdzv_id=own-dirs", f"--rdzv_conf=is_host={int(node_rank == 0)}", "--local-addr=127.0.0.1",
-                   str(ROOT / "search_evolutionary.py"), "--config", str(tiny_config), "--save", "runs",
-                   "--note", "own"]
+                   f"--rdzv_id={note}", f"--rdzv_conf=is_host={int(node_rank == 0)}", "--local-addr=127.0.0.1",
+                   str(ROOT / "search_evolutionary.py"), "--config", str(config), "--save", "runs", "--note", note]
         agents.append(subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True))
     outputs = []
@@ -183,12 +180,25 @@ def test_two_nodes_with_their_own_run_directories_give_the_shared_directory_geno
             if agent.poll() is None:
                 agent.kill()
     assert [agent.returncode for agent in agents] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+
+
+def test_two_nodes_with_their_own_run_directories_give_the_shared_directory_genotype(unbroken_run, tiny_config,
+                                                                                     tmp_path):
+    """No shared filesystem: each rank writes its stage-A files into its own run directory and the scores
+    travel over the process group; a rerun resumes both ranks from rank 0's checkpoint (broadcast)."""
+    folders = [tmp_path / "node0", tmp_path / "node1"]
+    two_nodes(folders, tiny_config, "own")
     node0, node1 = (folder / "runs" / "own" for folder in folders)
     assert sorted(p.name for p in (node0 / "stage_a").iterdir()) == ["member_0.json"]  # rank 0's member only
     assert sorted(p.name for p in (node1 / "stage_a").iterdir()) == ["member_1.json"]
+    assert not list((node1 / "checkpoints").glob("ckpt_*"))  # rank 0 writes the checkpoints
     assert Genotype.from_json(node0 / "genotype.json") == Genotype.from_json(unbroken_run / "genotype.json")
     own = json.loads((node0 / "scores.json").read_text())
     assert own["average"] == json.loads((unbroken_run / "scores.json").read_text())["average"]
+    last = json.loads((node0 / "summary.json").read_text())["decisions"]
+    two_nodes(folders, tiny_config, "own")  # both ranks resume from the checkpoint on node 0's disk
+    assert f"resumed from checkpoint step {last} (stage done)" in (node1 / "log.rank1.txt").read_text()
+    assert Genotype.from_json(node0 / "genotype.json") == Genotype.from_json(unbroken_run / "genotype.json")
 
 
 def test_a_rank_slower_than_the_collective_timeout_does_not_abort_the_job(unbroken_run, tiny_config, tmp_path):
