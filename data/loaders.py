@@ -68,7 +68,7 @@ class DataConfig:
     crop), evaluation loaders the centre crop (DARTS's ImageNet: image_size 256, crop_size 224 = its
     Resize(256) + CenterCrop(224) for testing); null = the stored size. color_jitter: [brightness, contrast,
     saturation, hue] strengths of ColorJitter on training loaders (DARTS's ImageNet: [0.4, 0.4, 0.4, 0.2]).
-    Both run in data.augment's torch ops on the in-memory backend.
+    Both run in data.augment's torch ops, on either backend (data.epoch_loader.EpochLoader.finish_batch).
     """
 
     dataset: str = "digits"
@@ -183,9 +183,6 @@ class Loaders:
         if cfg.crop_size is not None and cfg.crop_size > min(self.info.image_size):
             raise DataConfigError(f"data config: crop_size {cfg.crop_size} exceeds the {min(self.info.image_size)}-"
                                   f"pixel images of {cfg.dataset}")
-        if self.backend == "ffcv" and (cfg.crop_size is not None or cfg.color_jitter is not None):
-            raise DataConfigError("data config: crop_size and color_jitter need backend 'memory' (the FFCV "
-                                  "pipeline does not run data.augment's crops and jitter)")
         size = min(self.image_size)
         if cfg.augment and cfg.cutout > size:
             raise DataConfigError(f"data config: cutout {cfg.cutout} exceeds the {size}-pixel images of {cfg.dataset}")

@@ -20,6 +20,7 @@ from data.beton import beton_path, write_dataset  # noqa: E402
 from data.errors import DataError  # noqa: E402
 from data.loaders import BatchStream, DataConfig, build_loaders  # noqa: E402
 from data.readers import read_dataset  # noqa: E402
+from tests.workers.eval_synthetic import write_cifar_like_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
@@ -118,6 +119,22 @@ def test_augmented_ffcv_batches_equal_the_memory_loaders_bit_for_bit(digits_beto
         augmented, unaugmented = epoch_batches(memory.train, 3), epoch_batches(plain.train, 3)
         assert all(torch.equal(a[1], b[1]) for a, b in zip(augmented, unaugmented))
         assert not any(torch.equal(a[0], b[0]) for a, b in zip(augmented, unaugmented))
+
+
+def test_crops_and_colour_jitter_on_ffcv_equal_the_memory_loaders(tmp_path):
+    """DARTS's ImageNet augmentation (RandomResizedCrop, flip, ColorJitter; CentreCrop for evaluation) runs
+    in the same seeded torch ops on FFCV as in memory: RGB image-folder data, both backends, bit for bit."""
+    folder = write_cifar_like_folder(tmp_path / "images", classes=4, train_per_class=8, test_per_class=2)
+    write_dataset("imagefolder", folder, tmp_path / "betons", max_resolution=32, num_workers=1, log=lambda m: None)
+    settings = dict(dataset="imagefolder", data_dir=str(folder), beton_dir=str(tmp_path / "betons"), batch_size=8,
+                    crop_size=24, color_jitter=[0.4, 0.4, 0.4, 0.2], flip=True, translate=2, cutout=4, num_workers=1)
+    ffcv, memory = (build_loaders(DataConfig(backend=backend, **settings), seed=5, device=CPU)
+                    for backend in ("ffcv", "memory"))
+    assert ffcv.backend == "ffcv" and memory.backend == "memory"
+    for role, epoch in (("search_train", 0), ("search_train", 2), ("search_val", 0)):
+        ffcv_batches = epoch_batches(getattr(ffcv, role), epoch)
+        assert ffcv_batches[0][0].shape[-2:] == (24, 24)
+        assert_same_batches(ffcv_batches, epoch_batches(getattr(memory, role), epoch))
 
 
 def test_two_ffcv_loaders_with_one_seed_give_identical_augmented_batches(digits_betons):
