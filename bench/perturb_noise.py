@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=("auto", "mnist", "digits"), default="auto",
                         help="auto: the MNIST subset from ../shared/datasets/mnist when present, else digits")
     parser.add_argument("--train-subset", type=int, default=2000, help="MNIST images (half search-train)")
-    parser.add_argument("--val-batches", type=int, default=6, help="search-val batches per accuracy")
+    parser.add_argument("--val-batches", type=int, help="search-val batches per accuracy (default: 6 of 64 on "
+                                                        "MNIST, 3 of 128 on digits)")
     parser.add_argument("--finetune-steps", type=int, default=4, help="K, fine-tuning steps per candidate")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs of each stage-A network")
     parser.add_argument("--measurements", nargs="+", choices=sorted(MEASUREMENTS), default=list(MEASUREMENTS),
@@ -68,6 +69,7 @@ def search_config(args: argparse.Namespace, run_dir: Path):
     from perturb.config import EvolutionConfig
 
     mnist = args.dataset == "mnist" or (args.dataset == "auto" and MNIST_DIR.is_dir())
+    args.val_batches = args.val_batches or (6 if mnist else 3)
     overrides = [f"seed={args.seed}", f"save={run_dir}", "pictures=false", f"threads={args.threads}",
                  f"search.val_batches={args.val_batches}", f"search.finetune_steps={args.finetune_steps}",
                  f"search.stage_a.epochs={args.epochs}", "search.stage_a.finetune_extra=0"]
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
         member_loaders, ddp_loaders = build_search_loaders(cfg.data, env, cfg.seed)
         search = cfg.search
         chooser = random.Random(f"perturb-noise/{args.seed}")
-        units = [(chooser.randrange(search.npop), chooser.randrange(14)) for _ in range(args.units)]
+        units = chooser.sample([(m, e) for m in range(search.npop) for e in range(14)], args.units)
         runtimes = {}
         for name in args.measurements:
             measurement, baseline = MEASUREMENTS[name]

@@ -17,7 +17,8 @@
 3. Report. Test error per cell, the searched cells' mean +- std, the random cells' median, and each
    searched cell's rank among the random ones (1 = better than every random cell). OUT/search_quality.json
    holds {"cells": {name: {"kind", "test_error", "genotype"}}, "searched_mean", "random_median", ...};
-   OUT/search_quality.png is a strip plot. Every run directory stays under OUT (rerunning resumes them).
+   OUT/search_quality.png is a strip plot. Every run directory stays under OUT, named by the cell and the
+   settings (a rerun reuses a finished search or retraining only when both are the same).
 
 Data: a seeded 5,000-image subset of MNIST (../shared/datasets/mnist) when present, else scikit-learn's
 digits; the searches and the retrainings use the same subset. ``--quick`` uses digits, smaller searches
@@ -26,6 +27,7 @@ and 10 retraining epochs of its 1,438 images.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -147,8 +149,22 @@ class Pool:
         return codes
 
 
+def settings_tag(*parts) -> str:
+    """8 hex digits of SHA-256 over ``parts`` (JSON): run folders are named by what they compute, so a rerun
+    into the same --out reuses a result only when its cell and settings are the same."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def search_folder(method: str, seed: int, data: list[str], budget: str, args) -> str:
+    overrides = EVOLUTIONARY[budget] + list(args.search_set) if method == "evolutionary" else \
+        SUPERNET[budget] + list(args.supernet_set)
+    preset = ROOT / "configs" / ("quickstart.yaml" if method == "evolutionary" else "supernet_quick.yaml")
+    return f"{method}-seed{seed}-{settings_tag(data, overrides, preset.read_text())}"
+
+
 def search_command(method: str, seed: int, data: list[str], budget: str, out: Path, args) -> list[str]:
-    common = [f"--set=seed={seed}", f"--set=save={out / 'search'}", f"--set=note={method}-seed{seed}",
+    common = [f"--set=seed={seed}", f"--set=save={out / 'search'}",
+              f"--set=note={search_folder(method, seed, data, budget, args)}",
               "--set=pictures=false", "--set=threads=1"] + [f"--set={item}" for item in data]
     if method == "evolutionary":
         overrides = EVOLUTIONARY[budget] + list(args.search_set)
@@ -212,16 +228,21 @@ def main(argv=None) -> int:
     searches = [(method, seed) for method in args.methods for seed in args.seeds]
     for method, seed in searches:
         name = f"{method}-seed{seed}"
-        if not (out / "search" / name / "genotype.json").is_file():
+        if not (out / "search" / search_folder(method, seed, data, budget, args) / "genotype.json").is_file():
             pool.add(name, search_command(method, seed, data, budget, out, args), out / "logs" / f"{name}.log")
     cells = {name: ("random", g) for name, g in random_genotypes(args.random, args.random_seed).items()}
     cells.update({name: ("given", g) for name, g in given_genotypes(args.genotypes).items()})
     eval_data = (["data.dataset=mnist", f"data.data_dir={MNIST_DIR}", f"data.train_subset={args.subset}",
                   f"data.train_subset_seed={SUBSET_SEED}"] if mnist else ["data.dataset=digits"])
 
+    def eval_folder(name: str) -> Path:
+        settings = (cells[name][1].to_dict(), eval_data, args.eval_config.read_text(), eval_epochs, args.eval_seed,
+                    args.eval_set)
+        return out / "eval" / f"{name}-{settings_tag(*settings)}"
+
     def retrain(names) -> None:
         for name in names:
-            run_dir = out / "eval" / name
+            run_dir = eval_folder(name)
             if (run_dir / "report.json").is_file():
                 continue
             path = cells[name][1].to_json(out / "genotypes" / f"{name}.json", name=name)
@@ -239,9 +260,8 @@ def main(argv=None) -> int:
 
     from space.genotype import Genotype
 
-    searched = {f"{method}-seed{seed}": ("searched", Genotype.from_json(out / "search" / f"{method}-seed{seed}" /
-                                                                         "genotype.json"))
-                for method, seed in searches}
+    searched = {f"{method}-seed{seed}": ("searched", Genotype.from_json(
+        out / "search" / search_folder(method, seed, data, budget, args) / "genotype.json")) for method, seed in searches}
     cells = {**searched, **cells}
     retrain(list(searched))
     failed = [name for name, code in pool.wait().items() if code != 0]
@@ -251,7 +271,7 @@ def main(argv=None) -> int:
     # 3. report
     record = {"cells": {}}
     for name, (kind, genotype) in cells.items():
-        report = json.loads((out / "eval" / name / "report.json").read_text())
+        report = json.loads((eval_folder(name) / "report.json").read_text())
         record["cells"][name] = {"kind": kind, "test_error": report["test"]["final_error"],
                                  "genotype": genotype.to_dict(name=name), "params_m": report.get("params_m")}
     by_kind = {kind: [c["test_error"] for c in record["cells"].values() if c["kind"] == kind]

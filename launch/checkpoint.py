@@ -190,10 +190,13 @@ class CheckpointManager:
             self.directory.mkdir(parents=True, exist_ok=True)
             for leftover in self.directory.glob(".ckpt_*.tmp"):  # from a write that died before its rename
                 leftover.unlink(missing_ok=True)
-        for _, path in self.list_checkpoints():  # every rank: the same answer from the shared folder
-            if not path.is_file():
-                raise CheckpointInvalid(f"{path} is not a file, but a checkpoint is written there; remove it")
-        barrier()
+        problem = None
+        if env.is_main:  # rank 0 writes and reads the checkpoints: its folder is the one that counts
+            problem = next((f"{path} is not a file, but a checkpoint is written there; remove it"
+                            for _, path in self.list_checkpoints() if not path.is_file()), None)
+        problem = self._rank0_bytes(problem.encode() if problem else b"", status=2 if problem else 0)[1]
+        if problem:
+            raise CheckpointInvalid(problem.decode(errors="replace"))
 
     def path_for(self, step: int) -> Path:
         """The file of the checkpoint at ``step``."""
@@ -262,8 +265,8 @@ class CheckpointManager:
         return self._load_bytes(data, path, restore_rng, expect)
 
     def _load_bytes(self, data: bytes, path: Path, restore_rng: bool,
-                    expect: Mapping[str, type | tuple[type, ...]] | None) -> dict:
-        payload = decode_checkpoint(data, name=str(path))
+                    expect: Mapping[str, type | tuple[type, ...]] | None, payload: dict | None = None) -> dict:
+        payload = payload if payload is not None else decode_checkpoint(data, name=str(path))
         problem = state_problem(payload["state"], expect or {})
         if problem:
             raise CheckpointInvalid(f"{path} passes its checksum but {problem}; {START_ANEW}")
@@ -285,9 +288,9 @@ class CheckpointManager:
         self.loaded_path = path
         return payload["state"]
 
-    def _newest_good(self, expect: Mapping[str, type | tuple[type, ...]] | None) -> tuple[Path, bytes] | None:
-        """The path and bytes of the newest checkpoint that passes its checks (corrupt ones skipped with a
-        warning), or None; CheckpointInvalid as in :meth:`load`."""
+    def _newest_good(self, expect: Mapping[str, type | tuple[type, ...]] | None) -> tuple[Path, bytes, dict] | None:
+        """The path, bytes and decoded payload of the newest checkpoint that passes its checks (corrupt ones
+        skipped with a warning), or None; CheckpointInvalid as in :meth:`load`."""
         for step, path in self.list_checkpoints():
             try:
                 data = path.read_bytes()
@@ -300,7 +303,7 @@ class CheckpointManager:
                 problem = state_problem(payload["state"], expect or {})
                 if problem:
                     raise CheckpointInvalid(f"{path} passes its checksum but {problem}; {START_ANEW}")
-                return path, data
+                return path, data, payload
             warnings.warn(message, stacklevel=3)
             log.warning(message)
         return None
@@ -316,7 +319,7 @@ class CheckpointManager:
         on every rank. Call it after building the model and optimizer and before training, since it
         restores the RNG state.
         """
-        status, blob, path = 0, b"", Path()
+        status, blob, path, payload = 0, b"", self.directory / "(rank 0's checkpoint)", None
         if self.env.is_main:
             try:
                 found = self._newest_good(expect)
@@ -324,19 +327,25 @@ class CheckpointManager:
                 status, blob = 2, str(error).encode()
             else:
                 if found is not None:
-                    (path, blob), status = found, 1
-        header = broadcast_tensor(torch.tensor([status, len(blob)], dtype=torch.int64, device=self.env.device))
-        status, length = (int(v) for v in header.tolist())
-        if self.env.is_distributed and length:
-            data = torch.frombuffer(bytearray(blob), dtype=torch.uint8) if self.env.is_main else \
-                torch.empty(length, dtype=torch.uint8)
-            blob = broadcast_tensor(data.to(self.env.device)).cpu().numpy().tobytes()
+                    (path, blob, payload), status = found, 1
+        status, blob = self._rank0_bytes(blob, status)
         if status == 2:
             raise CheckpointInvalid(blob.decode(errors="replace"))
         if status == 0:
             return None
-        name = path if self.env.is_main else self.directory / "(rank 0's checkpoint)"
-        return self._load_bytes(blob, name, restore_rng, expect)
+        return self._load_bytes(blob, path, restore_rng, expect, payload)
+
+    def _rank0_bytes(self, blob: bytes, status: int) -> tuple[int, bytes]:
+        """Rank 0's ``(status, blob)`` on every rank (two broadcasts; none in a world of one). Collective."""
+        if not self.env.is_distributed:
+            return status, blob
+        header = broadcast_tensor(torch.tensor([status, len(blob)], dtype=torch.int64, device=self.env.device))
+        status, length = (int(v) for v in header.tolist())
+        if length:
+            data = torch.frombuffer(bytearray(blob), dtype=torch.uint8) if self.env.is_main else \
+                torch.empty(length, dtype=torch.uint8)
+            blob = broadcast_tensor(data.to(self.env.device)).cpu().numpy().tobytes()
+        return status, blob
 
     @contextlib.contextmanager
     def restoring(self) -> Iterator[None]:

@@ -191,12 +191,31 @@ def wait_for_all(name: str, poll_s: float = 0.5, on_wait: Callable[[float], None
     store = dist.distributed_c10d._get_default_store()
     store.set(f"wait_for_all/{name}/{dist.get_rank()}", b"1")
     keys = [f"wait_for_all/{name}/{rank}" for rank in range(world)]
+    abort = f"wait_for_all/{name}/abort"
     started = last_report = time.monotonic()
     while not store.check(keys):
+        if store.check([abort]):
+            raise LaunchError(f"rank {store.get(abort).decode()} failed before {name!r}; stopping this rank too")
         time.sleep(poll_s)
         if on_wait is not None and time.monotonic() - last_report >= 60.0:
             last_report = time.monotonic()
             on_wait(last_report - started)
+
+
+@contextlib.contextmanager
+def abort_waits_on_error(name: str) -> Iterator[None]:
+    """If the block raises, tell the ranks waiting in ``wait_for_all(name)`` to stop (they raise too),
+    instead of leaving them to wait for a rank that will never come. (A rank killed outright is torchrun's
+    to notice: its agent stops the job.)"""
+    try:
+        yield
+    except BaseException:
+        if _group_size() > 1:
+            try:
+                dist.distributed_c10d._get_default_store().set(f"wait_for_all/{name}/abort", str(dist.get_rank()))
+            except Exception:  # the store may be gone too: the original error is what matters
+                pass
+        raise
 
 
 def barrier() -> None:

@@ -26,6 +26,8 @@ from space.ops import PRIMITIVES
 from space.search_network import NUM_EDGES
 
 REFERENCE_EDGE_ORDER = [13, 12, 8, 11, 7, 4, 9, 10, 5, 6, 2, 3, 0, 1]  # PertNAS stage C visiting order
+#: The config fields a search's results depend on (its fingerprint): a resume must match them.
+RESULT_SECTIONS = ("seed", "data", "network", "optim", "search")
 
 
 @dataclass

@@ -62,12 +62,12 @@ class Outcomes:
 
     @property
     def top1(self) -> float:
-        """100 * hits / n, the top-1 accuracy in percent (NaN without samples)."""
-        return 100.0 * float(self.correct.sum()) / self.count if self.count else float("nan")
+        return top1_percent(self.correct)
 
-    @classmethod
-    def cat(cls, parts: Sequence["Outcomes"]) -> "Outcomes":
-        return cls(torch.cat([p.correct for p in parts]), torch.cat([p.loss for p in parts]))
+
+def top1_percent(correct: torch.Tensor) -> float:
+    """100 * hits / n, evaluate()'s formula, from per-sample 0/1 correctness (n,) (NaN without samples)."""
+    return 100.0 * float(correct.sum()) / correct.numel() if correct.numel() else float("nan")
 
 
 def _batchnorms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -87,7 +87,6 @@ def bn_treatment(network: nn.Module, measurement: str, calibration: Sequence[Bat
     module = unwrap_model(network)
     layers = _batchnorms(module) if measurement != "running" else []
     saved = [(bn.running_mean, bn.running_var, bn.num_batches_tracked, bn.momentum, bn.training) for bn in layers]
-    was_training = module.training
     try:
         if measurement == "batch":
             # BatchNorm uses the batch's statistics, and updates nothing, when it has no running buffers
@@ -114,7 +113,6 @@ def bn_treatment(network: nn.Module, measurement: str, calibration: Sequence[Bat
             bn.running_mean, bn.running_var, bn.num_batches_tracked = mean, var, tracked
             bn.momentum = momentum
             bn.train(training)
-        module.train(was_training)
 
 
 class SearchValMeasure:

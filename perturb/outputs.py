@@ -105,6 +105,11 @@ class SearchRecorder:
             self.picture(lambda path: draw_search_cell(state.current_cell(), path, caption),
                          self.run_dir / "cells" / f"step_{state.step:04d}.png")
 
+    def on_progress(self, state: SearchState) -> None:
+        """After each of this rank's stage-A units: rank 0 rewrites summary.json (progress, ETA)."""
+        if self.env.is_main:
+            self.write_summary(state, status="running")
+
     def write_scores(self, state: SearchState) -> None:
         search = self.runtime.cfg.search
         write_json(self.run_dir / "scores.json", {
@@ -113,7 +118,7 @@ class SearchRecorder:
             "score": ("top-1 % after removal minus reference top-1 %" if search.score == "top1" else
                       "reference cross-entropy minus cross-entropy after removal (nats)")
                      + "; more negative = more important",
-            "standard_errors": "paired standard error of each score (percentage points), in stage_a_units and "
+            "standard_errors": "paired standard error of each score (in the score's unit), in stage_a_units and "
                                "decisions, with each decision's separation (margin against z standard errors)",
             "measurement": {"bn": search.measurement, "score": search.score, "baseline": search.baseline,
                             "val_batches": search.val_batches, "adaptive_rounds": search.adaptive_rounds,

@@ -174,11 +174,14 @@ class SearchRuntime:
         round times adaptive_rounds, or the whole split when val_batches is 0."""
         if self._val_batches is None:
             search = self.cfg.search
+            available = len(self.member_loaders.search_val)
+            wanted = search.val_batches * search.adaptive_rounds or available
+            if wanted > available:  # the stream would start over: the same images counted twice
+                raise ConfigError(f"search.val_batches x search.adaptive_rounds = {wanted} batches, but search-val "
+                                  f"holds {available} batches of {self.member_loaders.search_val.batch_size}; lower "
+                                  "them (0 = all of search-val) or give search-val more images")
             with BatchStream(self.member_loaders.search_val) as stream:
-                if search.val_batches == 0:
-                    self._val_batches = list(stream.take(len(self.member_loaders.search_val)))
-                else:
-                    self._val_batches = list(stream.take(search.val_batches * search.adaptive_rounds))
+                self._val_batches = list(stream.take(wanted))
         return self._val_batches
 
     def calibration_batches(self) -> list:

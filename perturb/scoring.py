@@ -50,7 +50,7 @@ import torch
 import torch.nn as nn
 
 from launch.distributed import DistEnv, all_gather_tensor, unwrap_model
-from perturb.measure import Outcomes
+from perturb.measure import Outcomes, top1_percent
 from perturb.selection import importance_order
 from perturb.snapshot import Snapshot, state_digest
 
@@ -261,7 +261,7 @@ def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot
         plan = TaskPlan.make(len(candidates), env.world_size, split_reference=not (baseline and steps > 0))
     local = plan.order(env.rank) if plan is not None else list(range(len(tasks)))
     adaptive = rounds.max_rounds > 1
-    tuned: dict[int, Snapshot] = {}  # each local task's fine-tuned state, for later rounds
+    tuned: dict[int, Snapshot] = {}  # each fine-tuned local task's state (weights and masks), for later rounds
     correct = torch.zeros(len(tasks), 0, dtype=torch.float64)
     loss = torch.zeros(len(tasks), 0, dtype=torch.float64)
     decided: Separation | None = None
@@ -273,32 +273,33 @@ def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot
             if not batch_ids:
                 break
             offsets = measure.offsets(batch_ids)
-            round_correct = torch.zeros(len(tasks), offsets[-1], dtype=torch.float64)
-            round_loss = torch.zeros_like(round_correct)
+            round_outcomes = torch.zeros(len(tasks), 2, offsets[-1], dtype=torch.float64)  # (task, correct | loss, n)
             for index in local:
                 task = tasks[index]
-                removal = task.removal(module) if task is not None else contextlib.nullcontext()
-                if round_index == 0:
+                if round_index > 0:  # the state this task was measured in before (a fine-tuned one: with masks)
+                    if index in tuned:
+                        tuned[index].restore(rng=False)
+                    else:
+                        snapshot.restore(rng=False)
+                    if task is None or index in tuned:
+                        _measure_task(module, measure, batch_ids, offsets, index, plan, env, round_outcomes)
+                        continue
+                else:
                     snapshot.restore()
                     if record_digests:
                         digests[index] = torch.tensor(list(bytes.fromhex(state_digest(module))), dtype=torch.uint8)
                     if on_task is not None:
                         on_task(index, "reference" if task is None else task.label)
-                    with removal:
-                        if steps > 0 and (task is not None or baseline):
-                            finetune(module, steps)
+                with task.removal(module) if task is not None else contextlib.nullcontext():
+                    if round_index == 0 and steps > 0 and (task is not None or baseline):
+                        finetune(module, steps)
                         if adaptive:
                             tuned[index] = Snapshot.capture(module)
-                        _measure_task(module, measure, batch_ids, offsets, index, plan, env, round_correct, round_loss)
-                else:
-                    tuned[index].restore(rng=False)
-                    with removal:
-                        _measure_task(module, measure, batch_ids, offsets, index, plan, env, round_correct, round_loss)
+                    _measure_task(module, measure, batch_ids, offsets, index, plan, env, round_outcomes)
             if plan is not None:
-                round_correct = _merge_rows(round_correct, plan, env)
-                round_loss = _merge_rows(round_loss, plan, env)
-            correct = torch.cat([correct, round_correct], dim=1)
-            loss = torch.cat([loss, round_loss], dim=1)
+                round_outcomes = _merge_rows(round_outcomes, plan, env)
+            correct = torch.cat([correct, round_outcomes[:, 0]], dim=1)
+            loss = torch.cat([loss, round_outcomes[:, 1]], dim=1)
             rounds_run = round_index + 1
             decided = separation(sample_quality(correct, loss, score), rounds.keep, rounds.z)
             if decided is None or decided.separated:
@@ -308,7 +309,7 @@ def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot
         module.train(was_training)
     if plan is not None and record_digests:
         digests = _merge_rows(digests, TaskPlan(plan.owners, ()), env)
-    accuracies = [_top1(row) for row in correct]
+    accuracies = [top1_percent(row) for row in correct]
     quality = sample_quality(correct, loss, score)
     stats = [paired_difference(row, quality[0]) for row in quality[1:]]
     return PerturbResult(
@@ -320,29 +321,24 @@ def perturb_val(network: nn.Module, candidates: Sequence[Candidate], *, snapshot
         start_digests=[bytes(row.tolist()).hex() for row in digests] if record_digests else [])
 
 
-def _top1(correct: torch.Tensor) -> float:
-    """100 * hits / n, evaluate()'s formula (NaN without samples)."""
-    return 100.0 * float(correct.sum()) / correct.numel() if correct.numel() else math.nan
-
-
 def _measure_task(module: nn.Module, measure: Measure, batch_ids: list[int], offsets: list[int], index: int,
-                  plan: TaskPlan | None, env: DistEnv, correct: torch.Tensor, loss: torch.Tensor) -> None:
-    """Fill row ``index`` of ``correct``/``loss`` with this rank's outcomes on ``batch_ids`` (for a split
-    reference: on this rank's share of the batches, at their positions; the other positions stay 0)."""
+                  plan: TaskPlan | None, env: DistEnv, outcomes: torch.Tensor) -> None:
+    """Fill ``outcomes[index]`` ((2, n): correct, loss) with this rank's outcomes on ``batch_ids`` (for a
+    split reference: on this rank's share of the batches, at their positions; the others stay 0)."""
     if index == 0 and plan is not None and plan.reference_ranks:
         part, parts = plan.reference_ranks.index(env.rank), len(plan.reference_ranks)
         mine = list(range(part, len(batch_ids), parts))
-        outcomes = measure(module, [batch_ids[j] for j in mine])
+        measured = measure(module, [batch_ids[j] for j in mine])
         position = 0
         for j in mine:
             size = offsets[j + 1] - offsets[j]
-            correct[0, offsets[j]:offsets[j + 1]] = outcomes.correct[position:position + size]
-            loss[0, offsets[j]:offsets[j + 1]] = outcomes.loss[position:position + size]
+            outcomes[0, 0, offsets[j]:offsets[j + 1]] = measured.correct[position:position + size]
+            outcomes[0, 1, offsets[j]:offsets[j + 1]] = measured.loss[position:position + size]
             position += size
         return
-    outcomes = measure(module, batch_ids)
-    correct[index] = outcomes.correct
-    loss[index] = outcomes.loss
+    measured = measure(module, batch_ids)
+    outcomes[index, 0] = measured.correct
+    outcomes[index, 1] = measured.loss
 
 
 def _merge_rows(local: torch.Tensor, plan: TaskPlan, env: DistEnv) -> torch.Tensor:

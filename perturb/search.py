@@ -8,15 +8,11 @@ import torch
 from launch.distributed import init_distributed, shutdown_distributed
 from launch.fingerprint import check_fingerprint, result_fingerprint, write_fingerprint
 from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir
-from perturb.config import EvolutionConfig
+from perturb.config import RESULT_SECTIONS, EvolutionConfig
 from perturb.outputs import SearchRecorder
 from perturb.runtime import SearchRuntime, build_search_loaders
 from perturb.stages import run_search
 from space.genotype import Genotype
-
-
-#: The config fields a search's results depend on (its fingerprint): a resume must match them.
-RESULT_SECTIONS = ("seed", "data", "network", "optim", "search")
 
 
 def run_evolutionary_search(cfg: EvolutionConfig) -> Genotype:
@@ -43,7 +39,7 @@ def run_evolutionary_search(cfg: EvolutionConfig) -> Genotype:
         prepare_run_dir(run_dir, env, cfg)
         write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
         metrics = runtime.metrics = MetricsLogger(run_dir, env)
-        genotype = run_search(runtime, state, recorder.on_decision, trained)
+        genotype = run_search(runtime, state, recorder.on_decision, trained, on_progress=recorder.on_progress)
         recorder.finish(state, genotype, name=cfg.note)
         return genotype
     finally:

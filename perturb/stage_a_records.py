@@ -31,11 +31,17 @@ class SearchStateError(UserInputError):
 
 
 class MemberRecords:
-    """The stage-A files of one run directory (this rank's members)."""
+    """The stage-A files of one run directory (this rank's members).
 
-    def __init__(self, run_dir: Path, n_ops: int):
+    ``fingerprint``: a digest of the settings the units are scored with (launch/fingerprint.py), kept in
+    ``stage_a/fingerprint.txt`` beside them, so a rank whose run directory is its own (no shared
+    filesystem, where rank 0's fingerprint.json is not seen) still refuses rows scored with other settings.
+    """
+
+    def __init__(self, run_dir: Path, n_ops: int, fingerprint: str = ""):
         self.directory = Path(run_dir) / "stage_a"
         self.n_ops = n_ops
+        self.fingerprint = fingerprint
 
     def path(self, member: int) -> Path:
         return self.directory / f"member_{member}.json"
@@ -45,6 +51,10 @@ class MemberRecords:
         path = self.path(member)
         if not path.is_file():
             return {}
+        stamp = self.directory / "fingerprint.txt"
+        if self.fingerprint and stamp.is_file() and stamp.read_text().strip() != self.fingerprint:
+            raise SearchStateError(f"{path} was scored with other settings than this run's (seed, data, network, "
+                                   "optim or search); use another --note, or --set resume=false to start anew")
         try:
             records = json.loads(path.read_text())
         except (OSError, ValueError, RecursionError) as error:
@@ -53,6 +63,8 @@ class MemberRecords:
 
     def write(self, member: int, records: dict) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.fingerprint and not (self.directory / "fingerprint.txt").is_file():
+            write_atomically(self.directory / "fingerprint.txt", self.fingerprint.encode())
         write_atomically(self.path(member), json.dumps(records, sort_keys=True).encode())
 
     def delete_all(self) -> None:
@@ -87,7 +99,9 @@ def exchange(own: dict[int, dict], npop: int, n_ops: int, env: DistEnv) -> dict[
         for edge, record in records.items():
             scores[member, int(edge)] = torch.tensor(record["scores"], dtype=torch.float64)
             done[member, int(edge)] = 1
-    details = torch.frombuffer(bytearray(json.dumps({str(m): r for m, r in own.items()}).encode()), dtype=torch.uint8)
+    details_only = {str(m): {e: {k: v for k, v in record.items() if k != "scores"} for e, record in records.items()}
+                    for m, records in own.items()}  # the scores travel in the tensor
+    details = torch.frombuffer(bytearray(json.dumps(details_only).encode()), dtype=torch.uint8)
     gathered_scores = [t.cpu() for t in all_gather_tensor(scores.to(env.device))]
     gathered_done = [t.cpu() for t in all_gather_tensor(done.to(env.device))]
     gathered_details = [json.loads(bytes(t.cpu().tolist())) for t in all_gather_tensor(details.to(env.device))]

@@ -18,6 +18,8 @@ Every decision of B-D (and the end of A) increments ``state.step`` and calls ``o
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import logging
 import math
 import os
@@ -29,7 +31,9 @@ from typing import Callable
 
 import torch
 
-from launch.distributed import wait_for_all
+from launch.distributed import abort_waits_on_error, wait_for_all
+from launch.fingerprint import result_fingerprint
+from perturb.config import RESULT_SECTIONS
 from perturb.runtime import SearchRuntime
 from perturb.scoring import Candidate, PerturbResult
 from perturb.stage_a_records import MemberRecords, exchange
@@ -88,13 +92,18 @@ OnDecision = Callable[[SearchState, SearchNetwork | None, torch.optim.Optimizer 
 
 
 def run_search(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
-               trained: tuple[SearchNetwork, torch.optim.Optimizer] | None = None) -> Genotype:
-    """Run (or continue) the stages from ``state``; ``trained``: the network/optimizer of a resumed B-D state."""
+               trained: tuple[SearchNetwork, torch.optim.Optimizer] | None = None,
+               on_progress: Callable[[SearchState], None] = lambda state: None) -> Genotype:
+    """Run (or continue) the stages from ``state``; ``trained``: the network/optimizer of a resumed B-D state;
+    ``on_progress(state)`` after every stage-A unit of this rank (no collective)."""
     for stage, run in (("A", stage_a), ("B", stage_b), ("C", stage_c), ("D", stage_d)):
         if state.stage != stage:
             continue
         started = time.time()
-        trained = run(runtime, state, on_decision, *(trained if stage in ("C", "D") else ()))
+        if stage == "A":
+            trained = stage_a(runtime, state, on_decision, on_progress)
+        else:
+            trained = run(runtime, state, on_decision, *(trained if stage in ("C", "D") else ()))
         state.stage_seconds[stage] = state.stage_seconds.get(stage, 0.0) + time.time() - started
     return genotype_from_cell(state.current_cell())
 
@@ -131,31 +140,36 @@ class StageClock:
 
 
 # ---- stage A ------------------------------------------------------------------------------------
-def stage_a(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision) -> None:
+def stage_a(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
+            on_progress: Callable[[SearchState], None] = lambda state: None) -> None:
     """Each rank runs its members (r, r+W, ...) edge by edge with no synchronisation between units
     (members differ in cost; a per-unit collective would make every unit cost the slowest member's).
     Each finished unit is written to this rank's ``stage_a/member_<m>.json`` (perturb/stage_a_records.py),
-    which a restarted run resumes from. A rank that is done waits for the others OUTSIDE any collective
+    which a restarted run resumes from, and reported to ``on_progress`` (rank 0: summary.json). A rank that is done waits for the others OUTSIDE any collective
     (launch.distributed.wait_for_all: no timeout can fire however long the slowest member takes), then
     all results are exchanged over the process group and averaged."""
     env, search = runtime.env, runtime.cfg.search
-    files = MemberRecords(runtime.run_dir, len(search.ops))
+    settings = json.dumps(result_fingerprint(runtime.cfg, RESULT_SECTIONS), sort_keys=True)
+    files = MemberRecords(runtime.run_dir, len(search.ops), hashlib.sha256(settings.encode()).hexdigest())
     own: dict[int, dict] = {}
     members = list(range(env.rank, search.npop, env.world_size))
     clock = StageClock("A", len(members) * NUM_EDGES, runtime.log, state)
-    for member in members:
-        records = own[member] = files.read(member)
-        if records:
-            runtime.log.info("stage A: member %d resumes with %d of %d edges scored", member, len(records), NUM_EDGES)
-        clock.skip(len(records))
-        for edge in range(NUM_EDGES):
-            if str(edge) in records:
-                continue
-            result = _stage_a_unit(runtime, member, edge, clock.done)
-            records[str(edge)] = result.to_record()
-            files.write(member, records)
-            _maybe_slow(runtime)
-            clock.tick(f"member {member} edge {edge}")
+    with abort_waits_on_error("stage_a"):
+        for member in members:
+            records = own[member] = files.read(member)
+            if records:
+                runtime.log.info("stage A: member %d resumes with %d of %d edges scored", member, len(records),
+                                 NUM_EDGES)
+            clock.skip(len(records))
+            for edge in range(NUM_EDGES):
+                if str(edge) in records:
+                    continue
+                result = _stage_a_unit(runtime, member, edge, clock.done)
+                records[str(edge)] = result.to_record()
+                files.write(member, records)
+                _maybe_slow(runtime)
+                clock.tick(f"member {member} edge {edge}")
+                on_progress(state)
     wait_for_all("stage_a", on_wait=lambda waited: runtime.log.info(
         "stage A: this rank's members are done; waiting for the other ranks (%.0f min)", waited / 60))
     for member, records in exchange(own, search.npop, len(search.ops), env).items():

@@ -173,3 +173,36 @@ def test_adaptive_measurement_stops_when_separated_or_at_the_cap():
 def snapshot_free(network):
     """The masks are back to the network's own after perturb-val."""
     return network.active_ops()[0] == ("sep_conv_3x3", "max_pool_3x3", "none")
+
+
+def test_later_adaptive_rounds_measure_each_task_s_own_fine_tuned_weights():
+    """Round k re-measures the weights fine-tuning left in round 1 (not the snapshot's, not another task's)."""
+    network, optimizer = network_and_optimizer()
+    snapshot = Snapshot.capture(network, optimizer)
+    batch = (torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,)))
+
+    def finetune(module, steps):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            F.cross_entropy(module(batch[0]), batch[1]).backward()
+            optimizer.step()
+
+    class Recording(StubbornMeasure):
+        def __call__(self, module, batch_ids):
+            self.seen.append((batch_ids[0], state_digest(module), module.active_ops()[0]))
+            return super().__call__(module, batch_ids)
+
+    measure = Recording(num_batches=3)
+    measure.seen = []
+    candidates = [Candidate(0, "sep_conv_3x3"), Candidate(0, "max_pool_3x3")]
+    result = perturb_val(network, candidates, snapshot=snapshot, finetune=finetune, measure=measure, steps=2,
+                         env=ENV, baseline=True, rounds=Rounds(batches=1, max_rounds=3))
+    assert result.rounds == 3
+    per_round = [measure.seen[i:i + 3] for i in (0, 3, 6)]  # tasks 0, 1, 2 in each round
+    assert [[first for first, _, _ in r] for r in per_round] == [[0] * 3, [1] * 3, [2] * 3]
+    for task in range(3):
+        states = {(digest, ops) for r in per_round for _, digest, ops in [r[task]]}
+        assert len(states) == 1  # the same weights and masks in every round
+        assert next(iter(states))[0] != snapshot.digest()  # ... and they are the fine-tuned ones
+    assert len({digest for _, digest, _ in per_round[0]}) == 3  # each task its own
+    assert snapshot.matches(network)

@@ -34,7 +34,7 @@ def test_resume_with_another_result_changing_setting_is_refused(tmp_path, change
     from launch.config import load_config
     from launch.fingerprint import result_fingerprint, write_fingerprint
     from perturb.config import EvolutionConfig
-    from perturb.search import RESULT_SECTIONS
+    from perturb.config import RESULT_SECTIONS
 
     original = load_config(EvolutionConfig, ROOT / "configs" / "quickstart.yaml", ["seed=2"])
     run_dir = tmp_path / "run"
