@@ -136,7 +136,7 @@ def search_sets(smoke: bool) -> list[str]:
     """Part (a): the preset shrunk to one member (14 stage-A units), one epoch per training, K = 4."""
     shape = SMOKE if smoke else PAPER
     sets = ["search.npop=1", f"data.train_subset={shape.search_subset}", f"data.num_workers={shape.loader_workers}",
-            "search.finetune_steps=0", "search.val_batches=2", "pictures=false"]
+            "search.finetune_steps=0", "search.val_batches=0", "pictures=false"]
     for stage, extra in zip("abcd", (4, 0, 4, 4)):
         sets += [f"search.stage_{stage}.epochs=1", f"search.stage_{stage}.finetune_extra={extra}"]
     if smoke:
