@@ -57,20 +57,29 @@ def random_translate(images: torch.Tensor, padding: int, generator: torch.Genera
     return padded[sample, :, rows, cols].permute(0, 3, 1, 2)  # advanced indexing gives (N, H, W, C)
 
 
-def random_cutout(images: torch.Tensor, size: int, fill: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """DARTS's Cutout on each image (N, C, H, W): centre (c_y, c_x) uniform over all H x W pixels, rows
-    [c_y - size // 2, c_y + size // 2) and columns likewise, clipped at the border, set to ``fill`` (C,).
+def random_cutout(images: torch.Tensor, size: int, fill: torch.Tensor, generator: torch.Generator,
+                  inside: bool = False) -> torch.Tensor:
+    """Cutout on each image (N, C, H, W): a square set to ``fill`` (C,).
 
-    A square may stick out of the image: at 32 x 32 with size 16 it covers 14^2 = 196 pixels on average.
+    DARTS's (default): centre (c_y, c_x) uniform over all H x W pixels, rows [c_y - size // 2,
+    c_y + size // 2) and columns likewise, clipped at the border; at 32 x 32 with size 16 it covers
+    14^2 = 196 pixels on average. ``inside`` (FFCV's Cutout, PertNAS's pipeline): the size x size square's
+    top-left corner uniform over [0, H - size] x [0, W - size], so it always lies fully inside.
     """
     count, _, height, width = images.shape
-    centre_y = torch.randint(0, height, (count,), device=images.device, generator=generator)
-    centre_x = torch.randint(0, width, (count,), device=images.device, generator=generator)
     half = size // 2
+    if inside:
+        top = torch.randint(0, height - size + 1, (count,), device=images.device, generator=generator)
+        left = torch.randint(0, width - size + 1, (count,), device=images.device, generator=generator)
+        first_y, last_y, first_x, last_x = top, top + size, left, left + size
+    else:
+        centre_y = torch.randint(0, height, (count,), device=images.device, generator=generator)
+        centre_x = torch.randint(0, width, (count,), device=images.device, generator=generator)
+        first_y, last_y, first_x, last_x = centre_y - half, centre_y + half, centre_x - half, centre_x + half
     rows = torch.arange(height, device=images.device)
     cols = torch.arange(width, device=images.device)
-    inside_rows = (rows[None, :] >= (centre_y - half)[:, None]) & (rows[None, :] < (centre_y + half)[:, None])
-    inside_cols = (cols[None, :] >= (centre_x - half)[:, None]) & (cols[None, :] < (centre_x + half)[:, None])
+    inside_rows = (rows[None, :] >= first_y[:, None]) & (rows[None, :] < last_y[:, None])
+    inside_cols = (cols[None, :] >= first_x[:, None]) & (cols[None, :] < last_x[:, None])
     square = (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]  # (N, 1, H, W)
     return torch.where(square, fill.view(1, -1, 1, 1).to(images.dtype), images)
 

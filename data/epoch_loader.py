@@ -31,11 +31,12 @@ class Augmentation:
     """What a loader does to its uint8 batches (data.augment), in this order: ``resized_crop`` (RandomResizedCrop
     to that side, 0 = off) or ``center_crop`` (CenterCrop to that side, deterministic, 0 = off), horizontal
     flip, translate by up to ``translate`` px, ``color_jitter`` (brightness, contrast, saturation, hue;
-    None = off), a ``cutout`` px square (0 = off)."""
+    None = off), a ``cutout`` px square (0 = off; clipped at the border, or with ``cutout_inside`` fully inside)."""
 
     flip: bool = False
     translate: int = 0
     cutout: int = 0
+    cutout_inside: bool = False
     resized_crop: int = 0
     center_crop: int = 0
     color_jitter: tuple[float, float, float, float] | None = None
@@ -118,7 +119,8 @@ class EpochLoader:
         if settings.color_jitter is not None:
             images = augment.color_jitter(images, settings.color_jitter, generator)
         if settings.cutout > 0:
-            images = augment.random_cutout(images, settings.cutout, self.fill, generator)
+            images = augment.random_cutout(images, settings.cutout, self.fill, generator,
+                                           inside=settings.cutout_inside)
         images = augment.normalise(images, self.table)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

@@ -58,7 +58,9 @@ class DataConfig:
     search_portion: share of the training set in search_train (the rest is search_val).
     train_subset: use only N training images (every loader but test): the first N, or, with
     train_subset_seed, N drawn at random (without replacement) by that seed, whatever the job's seed.
-    augment: master switch for the training augmentation; cutout: square side (0 = off); translate: max
+    augment: master switch for the training augmentation; cutout: square side (0 = off), centred anywhere
+    and clipped at the border (DARTS), or with cutout_inside always fully inside the image (FFCV's
+    Cutout, which PertNAS's pipeline uses); translate: max
     shift in pixels (pad + random crop); flip: horizontal flip, None = per data set (off for digits and
     mnist, where a mirrored digit is another glyph; on elsewhere).
     num_workers: FFCV threads; os_cache: FFCV reads through the OS page cache (else a process cache).
@@ -82,6 +84,7 @@ class DataConfig:
     train_subset_seed: int | None = None
     augment: bool = True
     cutout: int = 0
+    cutout_inside: bool = False
     translate: int = 2
     flip: bool | None = None
     num_workers: int = 2
@@ -132,7 +135,8 @@ class DataConfig:
         flip = self.dataset not in NO_FLIP_DATASETS if self.flip is None else bool(self.flip)
         jitter = tuple(float(v) for v in self.color_jitter) if self.color_jitter is not None else None
         return Augmentation(flip=flip, translate=self.translate, cutout=self.cutout,
-                            resized_crop=self.crop_size or 0, color_jitter=jitter)
+                            cutout_inside=bool(self.cutout_inside), resized_crop=self.crop_size or 0,
+                            color_jitter=jitter)
 
     def evaluation_augmentation(self) -> Augmentation:
         return Augmentation(center_crop=self.crop_size or 0)

@@ -136,3 +136,15 @@ def test_imagenet_style_loaders_crop_train_randomly_and_test_centrally(tmp_path)
         build_loaders(DataConfig(dataset="digits", backend="memory", crop_size=20), device=CPU)
     with pytest.raises(DataConfigError, match="color_jitter"):
         DataConfig(color_jitter=[0.4, 0.4, 0.4, 0.7]).validate()
+
+
+def test_cutout_inside_is_ffcvs_square_fully_inside_the_image():
+    """data.cutout_inside (FFCV's Cutout, PertNAS's pipeline): always a whole size x size square, placed
+    uniformly, so every position of the top-left corner in [0, H - size] x [0, W - size] occurs."""
+    images = torch.zeros(4000, 1, 10, 12, dtype=torch.uint8)
+    out = augment.random_cutout(images, 4, torch.tensor([255], dtype=torch.uint8),
+                                torch.Generator().manual_seed(0), inside=True)
+    masks = out[:, 0] == 255
+    assert (masks.sum(dim=(1, 2)) == 16).all()
+    corners = {(int(m.any(dim=1).nonzero()[0]), int(m.any(dim=0).nonzero()[0])) for m in masks}
+    assert corners == {(y, x) for y in range(7) for x in range(9)}

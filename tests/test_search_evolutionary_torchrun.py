@@ -189,8 +189,8 @@ def test_two_nodes_with_their_own_run_directories_give_the_shared_directory_geno
     folders = [tmp_path / "node0", tmp_path / "node1"]
     two_nodes(folders, tiny_config, "own")
     node0, node1 = (folder / "runs" / "own" for folder in folders)
-    assert sorted(p.name for p in (node0 / "stage_a").iterdir()) == ["member_0.json"]  # rank 0's member only
-    assert sorted(p.name for p in (node1 / "stage_a").iterdir()) == ["member_1.json"]
+    assert sorted(p.name for p in (node0 / "stage_a").glob("member_*")) == ["member_0.json"]  # rank 0's member only
+    assert sorted(p.name for p in (node1 / "stage_a").glob("member_*")) == ["member_1.json"]
     assert not list((node1 / "checkpoints").glob("ckpt_*"))  # rank 0 writes the checkpoints
     assert Genotype.from_json(node0 / "genotype.json") == Genotype.from_json(unbroken_run / "genotype.json")
     own = json.loads((node0 / "scores.json").read_text())

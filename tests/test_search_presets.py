@@ -33,6 +33,7 @@ def test_pertnas_preset_is_the_reference_protocol():
         (0.2176, 0.001, 0.9, 3e-4)
     assert optim.grad_clip is None and optim.schedule_per == "epoch" and optim.finetune_lr is None
     assert config.data.search_portion == 0.9 and search.val_batches == 0
+    assert (config.data.translate, config.data.cutout, config.data.cutout_inside) == (2, 8, True)  # FFCV ops
     stages = (search.stage_a, search.stage_b, search.stage_c, search.stage_d)
     assert [stage.epochs for stage in stages] == [5, 5, 5, 5]
     assert [stage.lr_divisor for stage in stages] == [2.5, 3.0, 2.5, 2.5]
