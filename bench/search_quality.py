@@ -294,9 +294,11 @@ def main(argv=None) -> int:
     print(f"\n{'cell':<24}{'kind':<10}{'test error %':>13}{'params M':>10}")
     for name, cell in sorted(record["cells"].items(), key=lambda item: item[1]["test_error"]):
         print(f"{name:<24}{cell['kind']:<10}{cell['test_error']:>13.2f}{cell['params_m'] or 0:>10.3f}")
-    print(f"\nsearched: mean {record['searched_mean']:.2f} +- {record['searched_std']:.2f}% over "
-          f"{len(by_kind['searched'])} search(es); random: median {record['random_median']:.2f}% "
-          f"(range {random_errors[0]:.2f}-{random_errors[-1]:.2f}) over {len(random_errors)} cells")
+    searched_line = (f"searched: mean {record['searched_mean']:.2f} +- {record['searched_std']:.2f}% over "
+                     f"{len(by_kind['searched'])} search(es)" if by_kind["searched"] else "searched: none")
+    random_line = (f"random: median {record['random_median']:.2f}% (range {random_errors[0]:.2f}-"
+                   f"{random_errors[-1]:.2f}) over {len(random_errors)} cells" if random_errors else "random: none")
+    print(f"\n{searched_line}; {random_line}")
     for name, rank in record["ranks_among_random"].items():
         print(f"  {name}: rank {rank} among {len(random_errors) + 1} ({rank - 1} random cell(s) better)")
     print(f"wrote {out / 'search_quality.json'} and {out / 'search_quality.png'} ({record['wall_time_s']:.0f}s)")
