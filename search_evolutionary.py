@@ -21,7 +21,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from launch.config import add_override_argument, load_config  # noqa: E402
-from launch.errors import ArgumentParser, cli_entry  # noqa: E402
+from common.errors import ArgumentParser, cli_entry  # noqa: E402
 from perturb.config import EvolutionConfig  # noqa: E402
 from perturb.search import run_evolutionary_search  # noqa: E402
 

@@ -23,7 +23,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from launch.config import add_override_argument, load_config  # noqa: E402
-from launch.errors import ArgumentParser, cli_entry  # noqa: E402
+from common.errors import ArgumentParser, cli_entry  # noqa: E402
 from supernet.config import SupernetConfig  # noqa: E402
 
 FLAGS = {"method": "method", "seed": "seed", "save": "save", "note": "note", "epochs": "epochs"}

@@ -20,7 +20,7 @@ from evaluation.recipe import EvalConfig
 from evaluation.run import train_one_seed, train_seeds
 from launch.config import SEED_LIMIT, add_override_argument, load_config, parse_overrides
 from launch.distributed import init_distributed, shutdown_distributed
-from launch.errors import ArgumentParser, UserInputError, cli_entry
+from common.errors import ArgumentParser, UserInputError, cli_entry
 from space.genotype import builtin_names, genotype_name, load_genotype
 
 

@@ -57,7 +57,7 @@ from data.errors import DataError  # noqa: E402
 from data.loaders import DataConfig, build_loaders  # noqa: E402
 from launch.config import load_config  # noqa: E402
 from launch.distributed import DistEnv  # noqa: E402
-from launch.errors import cli_entry  # noqa: E402
+from common.errors import cli_entry  # noqa: E402
 from launch.train import evaluate, maybe_compile, to_channels_last, train_step  # noqa: E402
 from perturb.config import EvolutionConfig, OptimConfig  # noqa: E402
 from perturb.selection import coarse_select, expand_edge, random_cell  # noqa: E402

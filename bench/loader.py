@@ -29,7 +29,7 @@ from data.epoch_loader import Augmentation  # noqa: E402
 from data.info import ArrayDataset, info_from_arrays  # noqa: E402
 from data.readers import read_dataset  # noqa: E402
 from data.splits import ShardPlan  # noqa: E402
-from launch.errors import cli_entry  # noqa: E402
+from common.errors import cli_entry  # noqa: E402
 
 
 class NumpyAugmentedImages(torch.utils.data.Dataset):

@@ -20,8 +20,8 @@ import numpy as np
 
 from data.errors import DataError
 from data.ffcv_threads import load_ffcv
-from launch.atomic import parse_json, write_json_atomically
-from launch.errors import short_repr
+from common.atomic import parse_json, write_json_atomically
+from common.errors import short_repr
 from data.info import ArrayDataset, DatasetInfo, info_from_arrays
 from data.readers import read_dataset
 

@@ -1,7 +1,7 @@
 """Errors a user can fix in the data layer: missing or corrupt files, impossible loader settings."""
 from __future__ import annotations
 
-from launch.errors import UserInputError
+from common.errors import UserInputError
 
 
 class DataError(UserInputError):

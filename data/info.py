@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from data.errors import DataError
-from launch.errors import short_repr
+from common.errors import short_repr
 
 #: Grey data sets: the model sees 1 channel.
 GREY_DATASETS = ("mnist", "fashion_mnist", "digits")

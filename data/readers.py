@@ -26,7 +26,7 @@ import numpy as np
 from data.errors import DataError
 from data.info import ALL_DATASETS, ArrayDataset
 from data.safe_pickle import load_restricted
-from launch.errors import short_repr
+from common.errors import short_repr
 
 Split = Literal["train", "test"]
 

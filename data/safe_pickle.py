@@ -2,7 +2,7 @@
 
 A pickle can name any importable callable and make the unpickler call it (``os.system`` included), and a
 pickled numpy dtype can describe fields that lie outside the array's memory. So nothing numpy offers is
-called while unpickling: :mod:`launch.restricted_pickle` maps the few globals a pickled ndarray refers to
+called while unpickling: :mod:`common.restricted_pickle` maps the few globals a pickled ndarray refers to
 (``_reconstruct``, ``_frombuffer``, ``ndarray``, ``dtype``, ``_codecs.encode``, ``bytes``) to stand-ins that only
 record their arguments and state. After loading, each recorded array is checked before its data is
 touched: a plain numeric dtype (bool, int, uint or float; no fields, no sub-array, no metadata, the
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from data.errors import DataError
-from launch.errors import short_repr
-from launch.restricted_pickle import PickleMalformed, PickleRefused, Record
-from launch.restricted_pickle import load_restricted as _load_restricted
+from common.errors import short_repr
+from common.restricted_pickle import PickleMalformed, PickleRefused, Record
+from common.restricted_pickle import load_restricted as _load_restricted
 
 MAX_DEPTH = 32  # a data batch is a dict of lists and arrays: a few levels deep
 _PLAIN_DTYPE = re.compile(r"(b1|[iu][1248]|f[248])\Z")  # kind + itemsize: bool, ints, uints, floats

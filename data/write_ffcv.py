@@ -20,7 +20,7 @@ if __package__ in (None, ""):
 from data.beton import metadata_path, verify_betons, write_beton, write_dataset  # noqa: E402  (re-exported)
 from data.errors import DataError  # noqa: E402
 from data.info import ALL_DATASETS  # noqa: E402
-from launch.errors import ArgumentParser, cli_entry  # noqa: E402
+from common.errors import ArgumentParser, cli_entry  # noqa: E402
 
 __all__ = ["write_beton", "write_dataset", "main"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from data.loaders import DataConfig
-from launch.errors import ConfigError
+from common.errors import ConfigError
 
 
 def _darts_cifar10_data() -> DataConfig:

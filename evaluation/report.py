@@ -19,7 +19,7 @@ import os
 import statistics
 from pathlib import Path
 
-from launch.atomic import write_json_atomically
+from common.atomic import write_json_atomically
 
 REPORT_FILE = "report.json"
 SUMMARY_FILE = "summary.json"

@@ -40,7 +40,7 @@ from evaluation.report import REPORT_FILE, SUMMARY_FILE, summarize_seeds, write_
 from launch.checkpoint import START_ANEW, CheckpointInvalid, CheckpointManager, load_model_state, model_state
 from launch.config import config_to_dict
 from launch.distributed import DistEnv, wrap_ddp
-from launch.errors import ConfigError
+from common.errors import ConfigError
 from launch.fingerprint import check_fingerprint, result_fingerprint
 from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir
 from launch.schedules import build_scheduler

@@ -9,8 +9,8 @@
 - ``launch.checkpoint``: atomic, checksummed checkpoints with every rank's RNG state; resume from the newest good one.
 - ``launch.train``: the one train_step / train_epoch / evaluate (bf16 autocast + channels_last on CUDA).
 - ``launch.schedules``: cosine, cosine power annealing, linear warmup, build_scheduler (per-step LambdaLR).
-- ``launch.errors``: UserInputError and cli_entry (one line on stderr, exit status 2).
 - ``launch/local.sh`` (one node) and ``launch/slurm.sbatch`` (many nodes) wrap torchrun.
 
-Nothing is imported here, so ``import launch.errors`` stays light.
+One-line user errors, atomic writes and the restricted unpickler live in the leaf package ``common/``.
+Nothing is imported here, so ``import launch.distributed`` stays light.
 """

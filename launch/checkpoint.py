@@ -40,9 +40,9 @@ from typing import Iterator, Mapping
 
 import torch
 
-from launch.atomic import write_atomically
+from common.atomic import write_atomically
 from launch.distributed import DistEnv, all_gather_tensor, barrier, broadcast_tensor, unwrap_model
-from launch.errors import UserInputError
+from common.errors import UserInputError
 from launch.seeding import capture_rng_state, restore_rng_state, rng_state_problem
 
 MAGIC = b"NASCKPT1\n"

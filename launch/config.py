@@ -50,8 +50,8 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from launch.atomic import write_atomically
-from launch.errors import ConfigError, short_repr
+from common.atomic import write_atomically
+from common.errors import ConfigError, short_repr
 
 __all__ = [
     "ConfigError",

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.constants import default_pg_timeout
 
-from launch.errors import LaunchError
+from common.errors import LaunchError
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 _BACKENDS = ("nccl", "gloo", "mpi")

@@ -25,9 +25,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from launch.atomic import json_safe, parse_json, write_json_atomically
+from common.atomic import json_safe, parse_json, write_json_atomically
 from launch.config import config_to_dict
-from launch.errors import UserInputError, short_repr
+from common.errors import UserInputError, short_repr
 
 FINGERPRINT_FILE = "fingerprint.json"
 #: Dotted keys that never change what is computed: where the data is, how many threads read it.

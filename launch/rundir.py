@@ -27,7 +27,7 @@ import torch
 
 from launch.config import config_to_dict, save_config
 from launch.distributed import DistEnv, barrier
-from launch.errors import UserInputError, describe_os_error
+from common.errors import UserInputError, describe_os_error
 
 T = TypeVar("T")
 

@@ -28,7 +28,7 @@ from typing import Callable, Literal
 
 import torch
 
-from launch.errors import ConfigError
+from common.errors import ConfigError
 
 ScheduleKind = Literal["cosine", "cosine_power", "constant", "exponential"]
 

@@ -42,7 +42,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from launch.errors import UserInputError
+from common.errors import UserInputError
 from space.genotype import DEFAULT_CONCAT, INPUT_NODES, STEPS, Genotype, GenotypeError
 
 ConfigValue = Union[str, int, float, bool]

@@ -19,7 +19,7 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from launch.errors import ArgumentParser, UserInputError, cli_entry  # noqa: E402
+from common.errors import ArgumentParser, UserInputError, cli_entry  # noqa: E402
 from nasbench301_eval.encoding import genotype_to_config, genotype_to_vector  # noqa: E402
 from nasbench301_eval.surrogate import SurrogateEnsemble  # noqa: E402
 from space.genotype import builtin_names, genotype_name, load_genotype  # noqa: E402

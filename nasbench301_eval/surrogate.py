@@ -14,7 +14,7 @@ the ``K`` members gives ``y_k(X)`` (validation accuracy in %); the surrogate's a
 ``np.std``), and ``with_noise`` draws ``N(mean, std^2)``.
 
 The member files are pickles. They are never given to :func:`pickle.load`: the restricted unpickler of
-:mod:`launch.restricted_pickle` admits only the globals a pickled Booster refers to
+:mod:`common.restricted_pickle` admits only the globals a pickled Booster refers to
 (``xgboost.core.Booster``, ``bytearray``; ``_codecs.encode`` in protocol-2 pickles;
 ``copyreg._reconstructor`` and ``object`` in protocols 0 and 1) and maps each to an inert stand-in, so the
 pickle can build nothing but a record of the Booster's state dict (BUILD reaches that record only, never
@@ -37,9 +37,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from launch.atomic import parse_json
-from launch.errors import UserInputError, short_repr
-from launch.restricted_pickle import PickleMalformed, PickleRefused, Record, load_restricted
+from common.atomic import parse_json
+from common.errors import UserInputError, short_repr
+from common.restricted_pickle import PickleMalformed, PickleRefused, Record, load_restricted
 from nasbench301_eval.encoding import VECTOR_LENGTH
 
 MEMBER_GLOB = "ensemble_member_*"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from data.loaders import DataConfig
 from launch.config import check_run_fields
-from launch.errors import ConfigError
+from common.errors import ConfigError
 from perturb.measure import MEASUREMENTS
 from perturb.scoring import SCORES
 from space.ops import PRIMITIVES

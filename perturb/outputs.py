@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from launch.atomic import write_json_atomically
+from common.atomic import write_json_atomically
 from launch.checkpoint import CheckpointManager
 from launch.config import config_to_dict
 from launch.distributed import DistEnv, barrier
-from launch.errors import ConfigError
+from common.errors import ConfigError
 from perturb.runtime import SearchRuntime
 from perturb.stage_a_records import MemberRecords
 from perturb.stages import SearchState, decision_confidence, kill_for_test

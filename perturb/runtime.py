@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from data.loaders import BatchStream, DataConfig, Loaders, build_loaders
 from launch.distributed import DistEnv, broadcast_tensors, synced_batchnorm, wrap_ddp
-from launch.errors import ConfigError
+from common.errors import ConfigError
 from launch.rundir import MetricsLogger, progress
 from launch.seeding import seed_everything
 from launch.train import to_channels_last, train_epoch

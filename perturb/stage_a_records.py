@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from launch.atomic import write_atomically
+from common.atomic import write_atomically
 from launch.distributed import DistEnv, all_gather_tensor
-from launch.errors import UserInputError
+from common.errors import UserInputError
 from space.search_network import NUM_EDGES
 
 

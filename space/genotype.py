@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from launch.atomic import parse_json, write_atomically
-from launch.errors import UserInputError, short_repr
+from common.atomic import parse_json, write_atomically
+from common.errors import UserInputError, short_repr
 from space.ops import PRIMITIVES
 
 STEPS = 4  # intermediate nodes per cell

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from launch.errors import UserInputError
+from common.errors import UserInputError
 from space.genotype import INPUT_NODES, Genotype
 from space.ops import NONE_OP
 from space.search_network import EDGE_ENDPOINTS, EdgeCandidates

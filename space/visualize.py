@@ -15,7 +15,7 @@ from typing import Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from launch.errors import ArgumentParser, cli_entry  # noqa: E402
+from common.errors import ArgumentParser, cli_entry  # noqa: E402
 from space.genotype import genotype_name, load_genotype  # noqa: E402
 from space.pictures import FORMATS, draw_genotype  # noqa: E402
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from data.loaders import DataConfig
 from launch.config import check_run_fields
-from launch.errors import ConfigError
+from common.errors import ConfigError
 from perturb.config import EvolutionConfig
 from perturb.config import NetworkConfig as EvolutionNetworkConfig
 from perturb.config import OptimConfig as EvolutionOptimConfig

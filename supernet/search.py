@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 
 from data.loaders import BatchStream, Loaders, build_loaders
-from launch.atomic import write_json_atomically
+from common.atomic import write_json_atomically
 from launch.checkpoint import CheckpointManager, load_model_state
 from launch.config import config_to_dict
 from launch.distributed import (DistEnv, all_gather_cat, all_reduce_sum, broadcast_tensor, init_distributed,

@@ -19,11 +19,11 @@ import torch
 import data.safe_pickle as safe_pickle
 from data.errors import DataError
 from data.readers import IDX_URLS, read_cifar, read_dataset, read_idx
-from launch import atomic
+from common import atomic
 from launch.checkpoint import CheckpointInvalid, CheckpointManager, encode_checkpoint
 from launch.config import load_config
 from launch.distributed import DistEnv
-from launch.errors import ConfigError
+from common.errors import ConfigError
 from launch.fingerprint import ResumeMismatchError, check_fingerprint, result_fingerprint
 from launch.seeding import capture_rng_state
 from space.genotype import GenotypeError, load_genotype, parse_legacy

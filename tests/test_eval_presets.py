@@ -5,7 +5,7 @@ import pytest
 
 from evaluation.recipe import EvalConfig
 from launch.config import load_config
-from launch.errors import ConfigError
+from common.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -33,7 +33,7 @@ from evaluation.recipe import EvalConfig
 from launch.checkpoint import CheckpointManager, encode_checkpoint
 from launch.config import load_config
 from launch.distributed import DistEnv
-from launch.errors import UserInputError, cli_entry
+from common.errors import UserInputError, cli_entry
 from launch.seeding import capture_rng_state, restore_rng_state
 from nasbench301_eval.surrogate import SurrogateModelError, read_booster_bytes
 from space.genotype import Genotype, GenotypeError, load_genotype, parse_legacy

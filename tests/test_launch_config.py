@@ -10,7 +10,7 @@ import pytest
 
 from launch.config import (ConfigError, add_override_argument, config_to_dict, load_config, parse_overrides,
                            save_config)
-from launch.errors import UserInputError
+from common.errors import UserInputError
 
 
 @dataclass

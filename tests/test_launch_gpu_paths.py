@@ -22,7 +22,7 @@ import train_eval
 from evaluation.recipe import EvalConfig
 from launch.config import load_config
 from launch.distributed import DistEnv
-from launch.errors import ConfigError
+from common.errors import ConfigError
 from launch.train import PRECISIONS, autocast_context, evaluate, maybe_compile, to_channels_last, train_step
 from space.eval_network import EvalNetwork
 from space.genotype import builtin_genotype

@@ -13,7 +13,7 @@ import torch
 
 from launch.distributed import (DistEnv, all_gather_cat, all_gather_tensor, all_reduce_mean, barrier,
                                 broadcast_tensor, init_distributed, shutdown_distributed)
-from launch.errors import LaunchError
+from common.errors import LaunchError
 from launch.rundir import MetricsLogger, get_logger, prepare_run_dir, progress
 from launch.seeding import capture_rng_state, restore_rng_state, seed_everything
 from launch.train import accuracy, autocast_context, evaluate, to_channels_last, train_epoch, train_step

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from launch.errors import UserInputError
+from common.errors import UserInputError
 from launch.schedules import build_scheduler, cosine_lr, cosine_power_annealing
 
 # REFERENCE section 4: E=10, max 0.025, min 1e-8, k=2.

@@ -13,7 +13,7 @@ import torch.nn as nn
 from data.readers import read_dataset
 from launch.config import load_config
 from launch.distributed import DistEnv
-from launch.errors import ConfigError
+from common.errors import ConfigError
 from launch.train import evaluate, train_epoch
 from perturb.config import EvolutionConfig
 from perturb.measure import SearchValMeasure, bn_treatment

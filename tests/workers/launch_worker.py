@@ -30,7 +30,7 @@ from launch.checkpoint import CheckpointManager, load_model_state, model_state
 from launch.config import ConfigError, add_override_argument, load_config
 from launch.distributed import (all_gather_cat, all_gather_tensor, all_reduce_mean, broadcast_tensor,
                                 broadcast_tensors, init_distributed, shutdown_distributed, wrap_ddp)
-from launch.errors import cli_entry
+from common.errors import cli_entry
 from launch.rundir import MetricsLogger, get_logger, prepare_run_dir
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
