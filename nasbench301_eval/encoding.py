@@ -147,19 +147,17 @@ class UniformFloat:
 
 
 @dataclass(frozen=True)
-class UniformInteger:
-    name: str
+class UniformInteger(UniformFloat):
+    """An integer range: legal values are integers in ``[l, u]``; normalised as a uniform float on
+    ``[l - 0.49999, u + 0.49999]``, as ConfigSpace 0.4.12 does."""
     lower: int
     upper: int
-    log: bool = False
-    condition: ActiveWhen | None = None
 
     def is_legal(self, value: Any) -> bool:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool) \
             and self.lower <= value <= self.upper
 
     def normalise(self, value: Any) -> float:
-        """As a uniform float on ``[l - 0.49999, u + 0.49999]``."""
         return _unit_interval(value, self.lower - INTEGER_WIDENING, self.upper + INTEGER_WIDENING, self.log)
 
 

@@ -117,12 +117,7 @@ class Genotype:
             raise GenotypeError(f"unsupported genotype format {short_repr(data['format'])} (expected {JSON_FORMAT!r})")
         if "normal" not in data:
             raise GenotypeError("the genotype has no 'normal' cell")
-        return cls(
-            normal=_flatten_nested(data["normal"]),
-            normal_concat=_concat_tuple(data.get("normal_concat", list(DEFAULT_CONCAT))),
-            reduce=None if data.get("reduce") is None else _flatten_nested(data["reduce"]),
-            reduce_concat=None if data.get("reduce_concat") is None else _concat_tuple(data["reduce_concat"]),
-        )
+        return _genotype_from_fields(data)
 
     def to_json(self, path: str | os.PathLike, name: str | None = None) -> Path:
         """Write atomically (temp file + rename), so an existing file is never left half-written."""
@@ -234,6 +229,12 @@ def parse_legacy(text: str) -> Genotype:
         fields[keyword.arg] = _literal(keyword.value, keyword.arg)
     if "normal" not in fields:
         raise GenotypeError("Genotype(...) has no 'normal' cell")
+    return _genotype_from_fields(fields)
+
+
+def _genotype_from_fields(fields: dict) -> "Genotype":
+    """A Genotype from its fields (a JSON object or legacy keyword arguments, names already checked); the cell lists
+    and concat tuples are validated here, and the reduction cell defaults to the normal one."""
     return Genotype(
         normal=_flatten_nested(fields["normal"]),
         normal_concat=_concat_tuple(fields.get("normal_concat", list(DEFAULT_CONCAT))),
