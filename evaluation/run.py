@@ -34,17 +34,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from common.atomic import write_json_atomically
+from common.errors import ConfigError
 from data.autoaugment import AutoAugment
 from data.augment import random_cutout
 from data.epoch_loader import EpochLoader
 from data.loaders import Loaders, build_loaders
 from evaluation.complexity import model_size
 from evaluation.recipe import EvalConfig
-from evaluation.report import REPORT_FILE, SUMMARY_FILE, summarize_seeds, write_json
+from evaluation.report import REPORT_FILE, SUMMARY_FILE, summarize_seeds
 from launch.checkpoint import START_ANEW, CheckpointInvalid, CheckpointManager, load_model_state, model_state
 from launch.config import config_to_dict
 from launch.distributed import DistEnv, wrap_ddp
-from common.errors import ConfigError
 from launch.fingerprint import check_fingerprint, result_fingerprint
 from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir
 from launch.schedules import build_scheduler
@@ -410,7 +411,7 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     report = build_report(config, genotype, genotype_name, training, env, run_dir, record, tests,
                           record.elapsed_before + time.time() - session_start)
     if env.is_main:
-        write_json(run_dir / REPORT_FILE, report)
+        write_json_atomically(run_dir / REPORT_FILE, report)
     final_test, best_test = tests
     logger.info("final test top1 %.2f%% (error %.2f%%)%s; report in %s", final_test["top1"],
                 100.0 - final_test["top1"],
@@ -433,6 +434,6 @@ def train_seeds(config: EvalConfig, genotype: Genotype, run_dir: str | Path, env
         reports[seed] = report
     summary = summarize_seeds(reports)
     if env.is_main:
-        write_json(run_dir / SUMMARY_FILE, summary)
+        write_json_atomically(run_dir / SUMMARY_FILE, summary)
         get_logger("train_eval", env).info("%s; summary in %s", summary["headline"], run_dir / SUMMARY_FILE)
     return summary

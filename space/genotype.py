@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from common.atomic import parse_json, write_atomically
+from common.atomic import parse_json, write_json_atomically
 from common.errors import UserInputError, short_repr
 from space.ops import PRIMITIVES
 
@@ -126,7 +126,7 @@ class Genotype:
 
     def to_json(self, path: str | os.PathLike, name: str | None = None) -> Path:
         """Write atomically (temp file + rename), so an existing file is never left half-written."""
-        return write_atomically(path, (json.dumps(self.to_dict(name), indent=2) + "\n").encode("utf-8"))
+        return write_json_atomically(path, self.to_dict(name), indent=2)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "Genotype":

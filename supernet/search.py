@@ -404,19 +404,19 @@ class BilevelSearch:
                               "softmax": torch.softmax(alpha.detach().double().cpu(), -1).tolist(),
                               "alpha": alpha.detach().double().cpu().tolist()}
                   for cell_type, alpha in self.network.alphas.items()}
-        _write_json(run_dir / "alphas.json", {"shared_cell": self.network.shared, "cells": alphas,
-                                              "digest": alpha_digest(self.network)})
+        write_json_atomically(run_dir / "alphas.json", {"shared_cell": self.network.shared, "cells": alphas,
+                                                        "digest": alpha_digest(self.network)}, indent=1)
         if self.state["projection"] is not None:
-            _write_json(run_dir / "projection.json", self.state["projection"])
+            write_json_atomically(run_dir / "projection.json", self.state["projection"], indent=1)
         if self.pictures:
             frames = sorted((run_dir / "cells").glob("epoch_*.png")) + sorted((run_dir / "cells").glob("project_*.png"))
             make_gif(frames, run_dir / "cells" / "progress.gif")
         wall = self._elapsed()
-        _write_json(run_dir / "summary.json", {
+        write_json_atomically(run_dir / "summary.json", {
             "method": cfg.method, "genotype": genotype.to_dict(name=cfg.note), "wall_time_s": round(wall, 3),
             "world_size": self.env.world_size, "device": str(self.env.device),
             "device_hours": wall * self.env.world_size / 3600.0, "epochs": self.state["epoch"],
-            "config": config_to_dict(cfg)})
+            "config": config_to_dict(cfg)}, indent=1)
         self.log.info("genotype: %s", genotype)
 
 
@@ -440,10 +440,6 @@ def _describe(record: dict) -> str:
         fallback = f" (in a genotype: {record['fallback']})" if record.get("fallback") else ""
         return f"{where}edge {record['edge']} keeps {record['kept']}{fallback}"
     return f"{where}node {record['node']} keeps edges {record['kept']}"
-
-
-def _write_json(path: Path, record: dict) -> None:
-    write_json_atomically(path, record, indent=1)
 
 
 def run_supernet_search(cfg: SupernetConfig) -> Genotype | None:
