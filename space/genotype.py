@@ -115,14 +115,7 @@ class Genotype:
             raise GenotypeError(f"unknown genotype key(s) {unknown}; expected some of {sorted(known)}")
         if data.get("format", JSON_FORMAT) != JSON_FORMAT:
             raise GenotypeError(f"unsupported genotype format {short_repr(data['format'])} (expected {JSON_FORMAT!r})")
-        if "normal" not in data:
-            raise GenotypeError("the genotype has no 'normal' cell")
-        return cls(
-            normal=_flatten_nested(data["normal"]),
-            normal_concat=_concat_tuple(data.get("normal_concat", list(DEFAULT_CONCAT))),
-            reduce=None if data.get("reduce") is None else _flatten_nested(data["reduce"]),
-            reduce_concat=None if data.get("reduce_concat") is None else _concat_tuple(data["reduce_concat"]),
-        )
+        return _from_fields(data, "the genotype")
 
     def to_json(self, path: str | os.PathLike, name: str | None = None) -> Path:
         """Write atomically (temp file + rename), so an existing file is never left half-written."""
@@ -232,8 +225,14 @@ def parse_legacy(text: str) -> Genotype:
         if keyword.arg in fields:
             raise GenotypeError(f"Genotype field {keyword.arg!r} given twice")
         fields[keyword.arg] = _literal(keyword.value, keyword.arg)
+    return _from_fields(fields, "Genotype(...)")
+
+
+def _from_fields(fields: dict[str, Any], what: str) -> Genotype:
+    """The Genotype of ``fields`` (normal, and optionally normal_concat, reduce, reduce_concat) as read from
+    JSON or legacy text; ``what`` names the source in the error for a missing normal cell."""
     if "normal" not in fields:
-        raise GenotypeError("Genotype(...) has no 'normal' cell")
+        raise GenotypeError(f"{what} has no 'normal' cell")
     return Genotype(
         normal=_flatten_nested(fields["normal"]),
         normal_concat=_concat_tuple(fields.get("normal_concat", list(DEFAULT_CONCAT))),

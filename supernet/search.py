@@ -59,7 +59,7 @@ from perturb.measure import SearchValMeasure
 from perturb.projection import decide, fallback_ops, projection_plan
 from space.genotype import Genotype
 from space.pictures import draw_genotype
-from space.search_network import SearchNetwork, normalize_candidates
+from space.search_network import NUM_EDGES, SearchNetwork, normalize_candidates
 from supernet.architect import Architect
 from supernet.config import SupernetConfig
 from supernet.derive import genotype_from_alphas, genotype_from_masks
@@ -106,7 +106,7 @@ def build_supernet(cfg: SupernetConfig, in_channels: int, num_classes: int, devi
     seeded by ``cfg.seed`` alone so that every rank builds the same one."""
     seed_everything(cfg.seed)
     net = cfg.network
-    candidates = normalize_candidates([tuple(net.ops)] * 14)
+    candidates = normalize_candidates([tuple(net.ops)] * NUM_EDGES)
     network = SearchNetwork(in_channels, num_classes, candidates, None if net.shared_cell else candidates,
                             channels=net.channels, layers=net.layers, stem_multiplier=net.stem_multiplier,
                             weighting=net.weighting)
