@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     from perturb.scoring import Candidate
     from perturb.selection import expand_edge, random_cell
     from space.ops import NONE_OP
+    from space.search_network import NUM_EDGES
 
     torch.set_num_threads(args.threads)
     started = time.time()
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
         member_loaders, ddp_loaders = build_search_loaders(cfg.data, env, cfg.seed)
         search = cfg.search
         chooser = random.Random(f"perturb-noise/{args.seed}")
-        units = chooser.sample([(m, e) for m in range(search.npop) for e in range(14)], args.units)
+        units = chooser.sample([(m, e) for m in range(search.npop) for e in range(NUM_EDGES)], args.units)
         runtimes = {}
         for name in args.measurements:
             measurement, baseline = MEASUREMENTS[name]

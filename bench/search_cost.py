@@ -133,14 +133,14 @@ MEMORY_PROBE = r"""
 import json, resource, sys, torch
 import torch.nn.functional as F
 from space.ops import SEARCH_OPS, PRIMITIVES
-from space.search_network import SearchNetwork
+from space.search_network import NUM_EDGES, SearchNetwork
 kind, channels, layers, batch, size = sys.argv[1], *map(int, sys.argv[2:6])
 torch.manual_seed(0)
 torch.set_num_threads(1)
 if kind == "supernet":
-    cell = [SEARCH_OPS] * 14
+    cell = [SEARCH_OPS] * NUM_EDGES
 else:
-    cell = [(PRIMITIVES[e % len(PRIMITIVES)],) for e in range(14)]
+    cell = [(PRIMITIVES[e % len(PRIMITIVES)],) for e in range(NUM_EDGES)]
     cell[0] = SEARCH_OPS
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 net = SearchNetwork(3, 10, cell, channels=channels, layers=layers).to(device)

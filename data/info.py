@@ -9,8 +9,6 @@ import numpy as np
 from data.errors import DataError
 from common.errors import short_repr
 
-#: Grey data sets: the model sees 1 channel.
-GREY_DATASETS = ("mnist", "fashion_mnist", "digits")
 #: Data sets whose images must not be mirrored (a mirrored digit is another glyph).
 NO_FLIP_DATASETS = ("mnist", "digits")
 BUILTIN_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "digits")
@@ -109,35 +107,6 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _scaled(values: tuple[float, ...]) -> tuple[float, ...]:
-    return tuple(round(v * 255.0, 4) for v in values)
-
-
-# Published statistics (REFERENCE section 8; CIFAR-100 from its usual recipe) on the 0-255 scale.
-_BUILTIN = {
-    "cifar10": DatasetInfo("cifar10", 10, 3, (32, 32), _scaled((0.4914, 0.4822, 0.4465)),
-                           _scaled((0.2470, 0.2435, 0.2616)), 50000, 10000),
-    "cifar100": DatasetInfo("cifar100", 100, 3, (32, 32), _scaled((0.5071, 0.4865, 0.4409)),
-                            _scaled((0.2673, 0.2564, 0.2762)), 50000, 10000),
-    "mnist": DatasetInfo("mnist", 10, 1, (28, 28), _scaled((0.1307,)), _scaled((0.3081,)), 60000, 10000),
-    "fashion_mnist": DatasetInfo("fashion_mnist", 10, 1, (28, 28), _scaled((0.2860,)), _scaled((0.3530,)),
-                                 60000, 10000),
-    # digits: 1,797 images split 1,438 / 359 by data.readers (statistics measured on that training split).
-    "digits": DatasetInfo("digits", 10, 1, (8, 8), (77.7684,), (95.8093,), 1438, 359),
-}
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    """Published shape and statistics of a built-in data set (no file is read).
-
-    The loaders normalise with statistics computed from the actual training images (saved in the
-    .beton metadata), which agree with these to rounding; use this where no data is at hand yet.
-    """
-    if name not in _BUILTIN:
-        raise DataError(f"no built-in info for data set {name!r}; built-in: {', '.join(_BUILTIN)}")
-    return _BUILTIN[name]
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

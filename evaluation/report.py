@@ -15,19 +15,10 @@ never used for selection):
 from __future__ import annotations
 
 import math
-import os
 import statistics
-from pathlib import Path
-
-from common.atomic import write_json_atomically
 
 REPORT_FILE = "report.json"
 SUMMARY_FILE = "summary.json"
-
-
-def write_json(path: str | os.PathLike, record: dict) -> Path:
-    """Write ``record`` as indented strict JSON (NaN -> null) atomically; return the path."""
-    return write_json_atomically(path, record, indent=2)
 
 
 def _mean_std(values: list[float]) -> dict:

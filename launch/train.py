@@ -27,6 +27,8 @@ from launch.distributed import DistEnv, all_reduce_sum, unwrap_model
 from launch.rundir import progress
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: A per-batch hook of :func:`train_epoch`: ``before_step(index, images, labels)``.
+BeforeStep = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 #: Forward-pass precisions: "auto" = bf16 autocast on CUDA, float32 on the CPU; "bf16" = bf16 autocast on
@@ -158,13 +160,16 @@ def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, *,
                 env: DistEnv, max_steps: int | None = None, desc: str = "train", sync: bool = True,
-                **train_step_kwargs) -> dict:
+                before_step: BeforeStep | None = None, **train_step_kwargs) -> dict:
     """Train over ``batches`` of ``(images, labels)`` (at most ``max_steps``); returns averages.
 
     Returns ``{"loss", "top1", "steps", "count"}``: sample-weighted mean loss and top-1 (percent) over
     the epoch, summed across ranks when distributed and ``sync`` (every rank must call it then), the
     number of steps of this rank and the number of samples of all ranks. ``sync=False`` reports this rank
     alone and runs no collective (for work that differs between ranks, such as per-rank search members).
+    ``before_step(index, images, labels)``, if given, is called before each step with the batch's index in
+    this call (0, 1, ...) and the batch as ``batches`` yields it (the DARTS architecture step of
+    supernet/search.py); what it changes (parameters, learning rates) the step then sees.
     Sets ``model.train()``. Other keyword arguments go to :func:`train_step` (criterion, grad_clip,
     aux_weight, scheduler, precision).
     """
@@ -175,7 +180,9 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
     if total is None and hasattr(batches, "__len__"):
         total = len(batches)
     bar = progress(batches, env, desc=desc, total=total, leave=False)
-    for images, labels in (bar if max_steps != 0 else ()):
+    for index, (images, labels) in enumerate(bar if max_steps != 0 else ()):
+        if before_step is not None:
+            before_step(index, images, labels)
         result = train_step(model, images, labels, optimizer, **train_step_kwargs)
         count = labels.shape[0]
         sums += torch.tensor([result["loss"] * count, result["top1"] * count / 100.0, count], dtype=torch.float64)

@@ -54,7 +54,6 @@ NB301_OPS: tuple[str, ...] = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "s
                               "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 # First edge index of each intermediate node: node n + 2 has edges EDGE_OFFSETS[n] + input, input < n + 2.
 EDGE_OFFSETS = (0, 2, 5, 9)
-EDGES_PER_CELL = 14
 VECTOR_LENGTH = 56
 INACTIVE = -1.0  # the surrogate's stand-in for an inactive (NaN) hyperparameter
 INTEGER_WIDENING = 0.49999  # ConfigSpace 0.4.12 UniformIntegerHyperparameter

@@ -39,10 +39,6 @@ from space.pictures import draw_genotype, draw_search_cell
 from space.search_network import SearchNetwork
 
 
-def write_json(path: Path, record: dict) -> None:
-    write_json_atomically(path, record, indent=1)
-
-
 class SearchRecorder:
     """Checkpoints, scores.json, pictures and the summary of one search run."""
 
@@ -112,7 +108,7 @@ class SearchRecorder:
 
     def write_scores(self, state: SearchState) -> None:
         search = self.runtime.cfg.search
-        write_json(self.run_dir / "scores.json", {
+        write_json_atomically(self.run_dir / "scores.json", {
             "ops": list(search.ops),
             "npop": search.npop,
             "score": ("top-1 % after removal minus reference top-1 %" if search.score == "top1" else
@@ -128,7 +124,7 @@ class SearchRecorder:
             "stage_a_units": state.units,
             "decisions": state.decisions,
             "cell": state.cell,
-        })
+        }, indent=1)
 
     def picture(self, draw, path: Path) -> None:
         if not self.pictures:
@@ -146,7 +142,7 @@ class SearchRecorder:
         """summary.json: status ("running" after every decision, "done" at the end), progress per stage
         with ETAs, wall time, device-hours, decision confidence, stage and phase seconds, the config."""
         wall = self._elapsed_before + (time.time() - self._segment_start)
-        write_json(self.run_dir / "summary.json", {
+        write_json_atomically(self.run_dir / "summary.json", {
             "status": status,
             "genotype": genotype.to_dict(name=name) if genotype is not None else None,
             "stage": state.stage,
@@ -161,7 +157,7 @@ class SearchRecorder:
             "phase_seconds": {stage: {phase: round(t, 3) for phase, t in phases.items()}
                               for stage, phases in self.runtime.phase_seconds.items()},
             "config": config_to_dict(self.config),
-        })
+        }, indent=1)
 
     def finish(self, state: SearchState, genotype: Genotype, name: str) -> None:
         wall = self._elapsed_before + (time.time() - self._segment_start)

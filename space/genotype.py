@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from common.atomic import parse_json, write_atomically
+from common.atomic import parse_json, write_json_atomically
 from common.errors import UserInputError, short_repr
 from space.ops import PRIMITIVES
 
@@ -115,13 +115,11 @@ class Genotype:
             raise GenotypeError(f"unknown genotype key(s) {unknown}; expected some of {sorted(known)}")
         if data.get("format", JSON_FORMAT) != JSON_FORMAT:
             raise GenotypeError(f"unsupported genotype format {short_repr(data['format'])} (expected {JSON_FORMAT!r})")
-        if "normal" not in data:
-            raise GenotypeError("the genotype has no 'normal' cell")
-        return _genotype_from_fields(data)
+        return _from_fields(data, "the genotype")
 
     def to_json(self, path: str | os.PathLike, name: str | None = None) -> Path:
         """Write atomically (temp file + rename), so an existing file is never left half-written."""
-        return write_atomically(path, (json.dumps(self.to_dict(name), indent=2) + "\n").encode("utf-8"))
+        return write_json_atomically(path, self.to_dict(name), indent=2)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "Genotype":
@@ -227,14 +225,14 @@ def parse_legacy(text: str) -> Genotype:
         if keyword.arg in fields:
             raise GenotypeError(f"Genotype field {keyword.arg!r} given twice")
         fields[keyword.arg] = _literal(keyword.value, keyword.arg)
+    return _from_fields(fields, "Genotype(...)")
+
+
+def _from_fields(fields: dict[str, Any], what: str) -> Genotype:
+    """The Genotype of ``fields`` (normal, and optionally normal_concat, reduce, reduce_concat) as read from
+    JSON or legacy text; ``what`` names the source in the error for a missing normal cell."""
     if "normal" not in fields:
-        raise GenotypeError("Genotype(...) has no 'normal' cell")
-    return _genotype_from_fields(fields)
-
-
-def _genotype_from_fields(fields: dict) -> "Genotype":
-    """A Genotype from its fields (a JSON object or legacy keyword arguments, names already checked); the cell lists
-    and concat tuples are validated here, and the reduction cell defaults to the normal one."""
+        raise GenotypeError(f"{what} has no 'normal' cell")
     return Genotype(
         normal=_flatten_nested(fields["normal"]),
         normal_concat=_concat_tuple(fields.get("normal_concat", list(DEFAULT_CONCAT))),

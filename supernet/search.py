@@ -8,6 +8,8 @@ Bilevel loop (DARTS), per step of an epoch over search-train:
     2. weight step on the search-train batch: ``launch.train.train_step`` (SGD, momentum 0.9, wd 3e-4,
        gradient clipping 5; lr annealed by cosine or cosine power annealing) with the alphas frozen, under
        DDP when distributed (alphas are left out of DDP's gradient all-reduce).
+The epoch is ``launch.train.train_epoch`` with step 1 as its ``before_step`` hook (after
+``arch.warmup_epochs`` weight-only epochs).
 
 DARTS-PT (``method: darts_pt``) then projects (perturb/projection.py) as darts-pt does: the weight
 optimizer is reset at lr/10, and after every group of decisions the supernet is fine-tuned with the same
@@ -46,18 +48,18 @@ from data.loaders import BatchStream, Loaders, build_loaders
 from common.atomic import write_json_atomically
 from launch.checkpoint import CheckpointManager, load_model_state
 from launch.config import config_to_dict
-from launch.distributed import (DistEnv, all_gather_cat, all_reduce_sum, broadcast_tensor, init_distributed,
+from launch.distributed import (DistEnv, all_gather_cat, broadcast_tensor, init_distributed,
                                 shutdown_distributed, wrap_ddp)
 from launch.fingerprint import check_fingerprint, result_fingerprint, write_fingerprint
-from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir, progress
+from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
-from launch.train import evaluate, to_channels_last, train_step
+from launch.train import evaluate, to_channels_last, train_epoch, train_step
 from perturb.measure import SearchValMeasure
 from perturb.projection import decide, fallback_ops, projection_plan
 from space.genotype import Genotype
 from space.pictures import draw_genotype
-from space.search_network import SearchNetwork, normalize_candidates
+from space.search_network import NUM_EDGES, SearchNetwork, normalize_candidates
 from supernet.architect import Architect
 from supernet.config import SupernetConfig
 from supernet.derive import genotype_from_alphas, genotype_from_masks
@@ -73,16 +75,21 @@ CHECKPOINT_STATE = {"search": str, "model": dict, "masks": dict, "weight_optimiz
 
 
 @contextlib.contextmanager
-def frozen(parameters: Sequence[nn.Parameter]) -> Iterator[None]:
-    """Parameters that get no gradient inside the block (the alphas during a weight step)."""
+def requiring_grad(parameters: Sequence[nn.Parameter], enabled: bool) -> Iterator[None]:
+    """Parameters whose ``requires_grad`` is ``enabled`` inside the block; their own flags come back after."""
     flags = [p.requires_grad for p in parameters]
     for p in parameters:
-        p.requires_grad_(False)
+        p.requires_grad_(enabled)
     try:
         yield
     finally:
         for p, flag in zip(parameters, flags):
             p.requires_grad_(flag)
+
+
+def frozen(parameters: Sequence[nn.Parameter]):
+    """Parameters that get no gradient inside the block (the alphas during a weight step)."""
+    return requiring_grad(parameters, False)
 
 
 def alpha_digest(network: SearchNetwork) -> str:
@@ -99,7 +106,7 @@ def build_supernet(cfg: SupernetConfig, in_channels: int, num_classes: int, devi
     seeded by ``cfg.seed`` alone so that every rank builds the same one."""
     seed_everything(cfg.seed)
     net = cfg.network
-    candidates = normalize_candidates([tuple(net.ops)] * 14)
+    candidates = normalize_candidates([tuple(net.ops)] * NUM_EDGES)
     network = SearchNetwork(in_channels, num_classes, candidates, None if net.shared_cell else candidates,
                             channels=net.channels, layers=net.layers, stem_multiplier=net.stem_multiplier,
                             weighting=net.weighting)
@@ -216,22 +223,27 @@ class BilevelSearch:
             return train_step(self.model, images, labels, self.weight_optimizer,
                               grad_clip=self.cfg.weights.grad_clip, scheduler=scheduler)
 
+    def _architecture_step(self, index: int, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Step 1 of the bilevel loop as :func:`launch.train.train_epoch`'s ``before_step`` hook: the
+        architecture step on the next search-val batch, the alphas thawed for it (the epoch runs them frozen)."""
+        with requiring_grad(self.network.arch_parameters(), True):
+            self.architect.step((images, labels), self.val_stream.next_batch())
+
     def _train_epoch(self, epoch: int) -> None:
+        """One epoch of the bilevel loop over search-train (launch.train.train_epoch with the alphas frozen
+        for the weight steps and :meth:`_architecture_step` before each, once past arch.warmup_epochs), then
+        the fixed search-val batches scored, metrics and a log line."""
         cfg, env = self.cfg, self.env
         update_alphas = epoch >= cfg.arch.warmup_epochs
         loader = self.loaders.search_train
         loader.set_epoch(epoch)
-        self.model.train()
-        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
-        bar = progress(loader, env, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=self.steps_per_epoch, leave=False)
-        for images, labels in bar:
-            result = self._bilevel_step(images, labels, update_alphas=update_alphas, scheduler=self.scheduler)
-            n = labels.shape[0]
-            sums += torch.tensor([result["loss"] * n, result["top1"] * n / 100.0, n], dtype=torch.float64)
-        sums = all_reduce_sum(sums.to(env.device)).cpu()
+        with frozen(self.network.arch_parameters()):
+            train = train_epoch(self.model, loader, self.weight_optimizer, env=env,
+                                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                                before_step=self._architecture_step if update_alphas else None,
+                                grad_clip=cfg.weights.grad_clip, scheduler=self.scheduler)
         val = evaluate(self.model, self.fixed_val_batches(cfg.eval_batches), env=env)
-        record = {"search/train_loss": sums[0].item() / sums[2].item(),
-                  "search/train_top1": 100.0 * sums[1].item() / sums[2].item(),
+        record = {"search/train_loss": train["loss"], "search/train_top1": train["top1"],
                   "search/val_loss": val["loss"], "search/val_top1": val["top1"],
                   "search/lr": self.weight_optimizer.param_groups[0]["lr"]}
         for cell_type in self.network.arch_cell_types():
@@ -392,19 +404,19 @@ class BilevelSearch:
                               "softmax": torch.softmax(alpha.detach().double().cpu(), -1).tolist(),
                               "alpha": alpha.detach().double().cpu().tolist()}
                   for cell_type, alpha in self.network.alphas.items()}
-        _write_json(run_dir / "alphas.json", {"shared_cell": self.network.shared, "cells": alphas,
-                                              "digest": alpha_digest(self.network)})
+        write_json_atomically(run_dir / "alphas.json", {"shared_cell": self.network.shared, "cells": alphas,
+                                                        "digest": alpha_digest(self.network)}, indent=1)
         if self.state["projection"] is not None:
-            _write_json(run_dir / "projection.json", self.state["projection"])
+            write_json_atomically(run_dir / "projection.json", self.state["projection"], indent=1)
         if self.pictures:
             frames = sorted((run_dir / "cells").glob("epoch_*.png")) + sorted((run_dir / "cells").glob("project_*.png"))
             make_gif(frames, run_dir / "cells" / "progress.gif")
         wall = self._elapsed()
-        _write_json(run_dir / "summary.json", {
+        write_json_atomically(run_dir / "summary.json", {
             "method": cfg.method, "genotype": genotype.to_dict(name=cfg.note), "wall_time_s": round(wall, 3),
             "world_size": self.env.world_size, "device": str(self.env.device),
             "device_hours": wall * self.env.world_size / 3600.0, "epochs": self.state["epoch"],
-            "config": config_to_dict(cfg)})
+            "config": config_to_dict(cfg)}, indent=1)
         self.log.info("genotype: %s", genotype)
 
 
@@ -428,10 +440,6 @@ def _describe(record: dict) -> str:
         fallback = f" (in a genotype: {record['fallback']})" if record.get("fallback") else ""
         return f"{where}edge {record['edge']} keeps {record['kept']}{fallback}"
     return f"{where}node {record['node']} keeps edges {record['kept']}"
-
-
-def _write_json(path: Path, record: dict) -> None:
-    write_json_atomically(path, record, indent=1)
 
 
 def run_supernet_search(cfg: SupernetConfig) -> Genotype | None:

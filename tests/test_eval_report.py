@@ -2,7 +2,8 @@
 import json
 import statistics
 
-from evaluation.report import summarize_seeds, write_json
+from common.atomic import write_json_atomically
+from evaluation.report import summarize_seeds
 
 
 def _report(seed, final, best=None):
@@ -21,7 +22,7 @@ def test_summary_is_mean_and_sample_std_of_the_final_accuracy(tmp_path):
     assert summary["best_on_validation_test_top1"] is None
     assert summary["device_hours"] == 1.5
     assert "+-" in summary["headline"]
-    path = write_json(tmp_path / "summary.json", summary)
+    path = write_json_atomically(tmp_path / "summary.json", summary)
     assert json.loads(path.read_text())["final_test_top1"]["n"] == 3
 
 

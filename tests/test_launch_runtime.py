@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from tqdm import tqdm
 
 from launch.distributed import (DistEnv, all_gather_cat, all_gather_tensor, all_reduce_mean, barrier,
                                 broadcast_tensor, init_distributed, shutdown_distributed)
@@ -131,6 +132,65 @@ def test_train_epoch_learns_and_evaluate_restores_mode():
     assert evaluate(model, batches, env=MAIN, max_batches=1)["count"] == 16 and not model.training
 
 
+
+def _linear_problem(seed: int = 0):
+    torch.manual_seed(seed)
+    features = torch.randn(80, 4)
+    labels = (features[:, 0] > 0).long()
+    batches = [(features[i:i + 16], labels[i:i + 16]) for i in range(0, 80, 16)]
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    return batches, model
+
+
+def test_train_epoch_calls_before_step_once_per_batch_in_order_before_its_step():
+    batches, model = _linear_problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = []
+
+    def record(index, images, labels):
+        calls.append((index, images, labels, [p.detach().clone() for p in model.parameters()]))
+
+    summary = train_epoch(model, batches, optimizer, env=MAIN, max_steps=3, before_step=record)
+    assert summary["steps"] == 3 and [call[0] for call in calls] == [0, 1, 2]  # not for undrawn batch 3
+    assert all(images is batches[i][0] and labels is batches[i][1] for i, images, labels, _ in calls)
+    # Each call sees the weights after the previous step and before its own: one train_step apart.
+    _, replay = _linear_problem()
+    replay_optimizer = torch.optim.SGD(replay.parameters(), lr=0.1)
+    for index, images, labels, weights in calls:
+        assert all(torch.equal(a, b) for a, b in zip(weights, replay.parameters()))
+        train_step(replay, images, labels, replay_optimizer)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), replay.parameters()))
+    assert train_epoch(model, batches, optimizer, env=MAIN, max_steps=0, before_step=record)["steps"] == 0
+    assert len(calls) == 3
+
+
+def test_what_before_step_changes_the_step_uses():
+    batches, model = _linear_problem()
+    start = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def only_first_batch_learns(index, images, labels):  # the hook runs before the step it governs
+        for group in optimizer.param_groups:
+            group["lr"] = 0.1 if index == 0 else 0.0
+
+    train_epoch(model, batches, optimizer, env=MAIN, before_step=only_first_batch_learns)
+    _, one_step = _linear_problem()
+    train_step(one_step, *batches[0], torch.optim.SGD(one_step.parameters(), lr=0.1))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), one_step.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), start))
+
+    def shift_weights(index, images, labels):  # a parameter update in the hook (as the alpha step is)
+        with torch.no_grad():
+            model[0].bias.add_(1.0)
+
+    batches, model = _linear_problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    bias = model[0].bias.detach().clone()
+    train_epoch(model, batches, optimizer, env=MAIN, before_step=shift_weights)
+    for _ in batches:  # lr 0: the hook alone moved the bias, once per batch
+        bias += 1.0
+    assert torch.equal(model[0].bias, bias)
+
 def test_accuracy_and_cpu_device_helpers():
     logits = torch.tensor([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]])
     assert accuracy(logits, torch.tensor([1, 2]), topk=(1, 2, 3)) == pytest.approx([50.0, 50.0, 100.0])
@@ -179,7 +239,7 @@ def test_run_directory_config_logs_metrics_and_progress(tmp_path, capsys):
     quiet = progress(range(3), OTHER_RANK, desc="x", disable=False)
     assert quiet.disable and list(quiet) == [0, 1, 2]  # other ranks: a disabled bar, whatever was asked
     bar = progress(range(3), MAIN, desc="x", file=io.StringIO(), disable=False)
-    assert hasattr(bar, "set_postfix") and list(bar) == [0, 1, 2]
+    assert isinstance(quiet, tqdm) and isinstance(bar, tqdm) and list(bar) == [0, 1, 2]
 
 
 def test_synced_batchnorm_swaps_in_sync_modules_sharing_the_tensors_and_swaps_back():
