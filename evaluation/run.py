@@ -130,8 +130,8 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     run_dir = make_run_dir(run_dir, env)
     fingerprint = {**result_fingerprint(config, RESULT_SECTIONS), **genotype_fingerprint(genotype)}
     check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)  # before anything in run_dir changes
-    if config.cpu_threads is not None:
-        torch.set_num_threads(config.cpu_threads)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     seed_everything(config.seed, env.rank, deterministic=config.deterministic)
     device = env.device
 
@@ -139,7 +139,7 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
         raise ConfigError("needs CUDA (torch's SyncBatchNorm does not run on the CPU)", key="sync_batchnorm")
     # With AutoAugment, cutout comes after the policy (as in the paper), so the loader must not cut out first.
     cutout_after_policy = config.data.cutout if config.autoaugment and config.data.augment else 0
-    data_config = replace(config.data, cutout=0) if cutout_after_policy else config.data
+    data_config = (replace(config.data, cutout=0) if cutout_after_policy else config.data).per_rank(env.world_size)
     loaders = build_loaders(data_config, rank=env.rank, world_size=env.world_size, seed=config.seed, device=device)
     info = loaders.info
     if cutout_after_policy > min(loaders.image_size):
@@ -158,13 +158,13 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     model = wrap_ddp(maybe_compile(model, config.compile), env)
 
     optim = config.optim
-    optimizer = torch.optim.SGD(network.parameters(), lr=optim.lr, momentum=optim.momentum,
+    optimizer = torch.optim.SGD(network.parameters(), lr=optim.learning_rate, momentum=optim.momentum,
                                 weight_decay=optim.weight_decay, nesterov=optim.nesterov)
     steps_per_epoch = len(train_loader)
     if config.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     scheduler = build_scheduler(optimizer, optim.schedule, total_steps=config.epochs * steps_per_epoch,
-                                min_lr=optim.min_lr, warmup_steps=optim.warmup_epochs * steps_per_epoch,
+                                min_lr=optim.learning_rate_min, warmup_steps=optim.warmup_epochs * steps_per_epoch,
                                 power_k=optim.power_k, steps_per_epoch=steps_per_epoch,
                                 per_epoch=optim.schedule_per == "epoch", gamma=optim.gamma)
     criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
@@ -271,7 +271,7 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
         "seed": config.seed,
         "epochs": config.epochs,
         "steps_per_epoch": steps_per_epoch,
-        "global_batch_size": config.data.batch_size * env.world_size,
+        "global_batch_size": config.data.batch_size,
         "world_size": env.world_size,
         "device": device.type,
         **size,
