@@ -5,7 +5,8 @@
     torchrun --nproc_per_node=4 train_eval.py DARTS_V2 --config configs/eval_cifar10.yaml
 
 Under torchrun every process trains one shard of each batch (DistributedDataParallel); data.batch_size is
-the global batch (each of 4 processes above trains 24 of the preset's 96 per step). A rerun with the same run dir resumes from the newest checkpoint. See evaluation/run.py.
+the global batch (each of the 4 processes above trains 24 of the preset's 96 per step). A rerun with the
+same run dir resumes from the newest checkpoint. See evaluation/run.py.
 """
 from __future__ import annotations
 

@@ -24,8 +24,9 @@ def _darts_cifar10_data() -> DataConfig:
 class EvalNetworkConfig(NetworkConfig):
     """The evaluation network (space.eval_network.EvalNetwork).
 
-    channels: C of the first cells; layers: number of cells (space.network_config.NetworkConfig); stem: 'cifar' (3x3 conv) or 'imagenet'
-    (two stride-2 convs); auxiliary_weight: weight of the auxiliary head's loss (0 = no head);
+    channels: C of the first cells; layers: number of cells (space.network_config.NetworkConfig);
+    stem: 'cifar' (3x3 conv) or 'imagenet' (two stride-2 convs); auxiliary_weight: weight of the auxiliary
+    head's loss (0 = no head);
     drop_path_prob: final drop-path probability p, ramped as p * epoch / epochs.
     """
 
@@ -48,9 +49,9 @@ class OptimConfig:
     """SGD with a learning-rate schedule (launch.schedules.build_scheduler).
 
     learning_rate: peak learning rate (for the global batch data.batch_size; not rescaled with the world
-    size); schedule: 'cosine' (to learning_rate_min), 'cosine_power' (sharpDARTS, base power_k), 'constant' or 'exponential'
-    (x gamma per epoch: DARTS's ImageNet StepLR(1, 0.97)); schedule_per: 'epoch' (the rate changes at each
-    epoch's start, as DARTS's schedulers) or 'step' (smoothly at every step);
+    size); schedule: 'cosine' (to learning_rate_min), 'cosine_power' (sharpDARTS, base power_k), 'constant'
+    or 'exponential' (x gamma per epoch: DARTS's ImageNet StepLR(1, 0.97)); schedule_per: 'epoch' (the rate
+    changes at each epoch's start, as DARTS's schedulers) or 'step' (smoothly at every step);
     warmup_epochs: linear warmup before the schedule; grad_clip: max gradient norm (null = off);
     label_smoothing: epsilon of the smoothed cross-entropy (0.1 for ImageNet).
     """

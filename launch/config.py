@@ -34,6 +34,11 @@ Example::
         search: SearchConfig = field(default_factory=SearchConfig)
 
     cfg = load_config(Config, "configs/quickstart.yaml", ["search.npop=8"])
+
+Why not OmegaConf structured configs (issue 17, measured): OmegaConf 2.3 refuses ``Literal`` fields (10 here),
+reads ``resume=1`` as true, a list of ops ``[x, 3]`` as strings, returns tuples as lists without checking their
+length, and its type errors read "value 'four' of type 'str' could not be converted to Integer". A loader on
+it that keeps these checks and messages saved about 200 of these lines and failed 10 of the config tests.
 """
 from __future__ import annotations
 

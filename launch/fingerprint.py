@@ -2,8 +2,8 @@
 
 ``run_dir/fingerprint.json`` holds, by dotted key, the config values that change results (for train_eval:
 seed, epochs, data, network, optim, ...; each CLI names its sections), e.g.
-``{"seed": 0, "optim.learning_rate": 0.025, "data.batch_size": 96, ...}``. Resuming a run with a different value
-would silently mix two settings in one result, so :func:`check_fingerprint` refuses it in one line that
+``{"seed": 0, "optim.learning_rate": 0.025, "data.batch_size": 96, ...}``. Resuming a run with a different
+value would silently mix two settings in one result, so :func:`check_fingerprint` refuses it in one line that
 names the first differing key, both values, and how to start anew.
 
 Keys that only say where inputs are or how fast they are read (:data:`LOCATION_KEYS`: data folders,

@@ -56,6 +56,7 @@ class SearchRunConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         note = self.note
-        if not note or "/" in note or note in (".", "..") or len(note.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        too_long = len(note.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES
+        if not note or "/" in note or note in (".", "..") or too_long:
             raise ConfigError(f"must be a plain folder name of at most {MAX_NAME_BYTES} bytes (got {short_repr(note)})",
                               key="note")
