@@ -20,6 +20,7 @@ from typing import Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from data.config import BATCH_SIZE_HELP  # noqa: E402
 from launch.config import add_override_argument, load_config  # noqa: E402
 from common.errors import ArgumentParser, cli_entry  # noqa: E402
 from perturb.config import EvolutionConfig  # noqa: E402
@@ -41,7 +42,8 @@ REFERENCE_FLAGS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         description="Evolutionary NAS with perturb-val on the DARTS cell space (run under torchrun for "
-                    "several ranks). " + __doc__.split("\n\n")[2].replace("\n", " "))
+                    "several ranks). " + __doc__.split("\n\n")[2].replace("\n", " "),
+        epilog=BATCH_SIZE_HELP)
     parser.add_argument("--npop", type=int, help="population size (search.npop; reference 4)")
     parser.add_argument("--seed", type=int, help="random seed of the whole search (seed; reference 2)")
     parser.add_argument("--save", help="folder of runs (save); the run directory is SAVE/NOTE")
@@ -50,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="accepted for compatibility: distribution comes from torchrun's environment")
     parser.add_argument("--train_path", help="folder of the .beton files written by data/write_ffcv.py "
                                              "(data.beton_dir)")
-    parser.add_argument("--batch_size", type=int, help="batch of one training step (data.batch_size; split "
-                                                       "across ranks in stages B-D; reference 256)")
+    parser.add_argument("--batch_size", type=int, help="the global batch of one training step (data.batch_size: "
+                                                       "split across ranks in stages B-D; reference 256)")
     parser.add_argument("--learning_rate", type=float, help="base learning rate (optim.learning_rate; stage "
                                                             "rates divide it; reference 0.2176)")
     parser.add_argument("--finetune_steps", type=int, help="base fine-tune steps of perturb-val "

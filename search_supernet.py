@@ -22,6 +22,7 @@ from typing import Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from data.config import BATCH_SIZE_HELP  # noqa: E402
 from launch.config import add_override_argument, load_config  # noqa: E402
 from common.errors import ArgumentParser, cli_entry  # noqa: E402
 from supernet.config import SupernetConfig  # noqa: E402
@@ -32,7 +33,8 @@ FLAGS = {"method": "method", "seed": "seed", "save": "save", "note": "note", "ep
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         description="Supernet NAS (DARTS / DARTS-PT / PertNAS supernet) on the DARTS cell space; run under "
-                    "torchrun for several ranks. Every config key is documented in supernet/config.py.")
+                    "torchrun for several ranks. Every config key is documented in supernet/config.py.",
+        epilog=BATCH_SIZE_HELP)
     parser.add_argument("--method", choices=("darts", "darts_pt", "pertnas"),
                         help="darts: alphas decide; darts_pt: perturbation projection; pertnas: equal-weight "
                              "supernet + evolutionary stages B-D (config key: method)")

@@ -2,10 +2,11 @@
 
     python train_eval.py DARTS_V2 --config configs/eval_cifar10.yaml --data-dir data/cifar10
     python train_eval.py my_cell.json --config configs/eval_quick.yaml --seeds 0 1 2
-    torchrun --nproc_per_node=4 train_eval.py DARTS_V2 --config configs/eval_cifar10.yaml --set data.batch_size=24
+    torchrun --nproc_per_node=4 train_eval.py DARTS_V2 --config configs/eval_cifar10.yaml
 
 Under torchrun every process trains one shard of each batch (DistributedDataParallel); data.batch_size is
-per process. A rerun with the same run dir resumes from the newest checkpoint. See evaluation/run.py.
+the global batch (each of the 4 processes above trains 24 of the preset's 96 per step). A rerun with the
+same run dir resumes from the newest checkpoint. See evaluation/run.py.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from data.config import BATCH_SIZE_HELP
 from evaluation.recipe import EvalConfig
 from evaluation.run import train_one_seed, train_seeds
 from launch.config import SEED_LIMIT, add_override_argument, load_config, parse_overrides
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "final-model test accuracy, wall time, device-hours).",
         epilog="Presets: configs/eval_cifar10.yaml (DARTS recipe), eval_cifar100.yaml, eval_mnist.yaml, "
                "eval_imagenet.yaml, eval_quick.yaml (CPU). Any config key can be overridden with --set, e.g. "
-               "--set optim.schedule=cosine_power --set autoaugment=true --set network.channels=16.")
+               "--set optim.schedule=cosine_power --set autoaugment=true --set network.channels=16. " + BATCH_SIZE_HELP)
     parser.add_argument("genotype", metavar="GENOTYPE",
                         help="a genotype JSON file, a legacy DARTS 'Genotype(...)' text file, or a built-in name "
                              f"({', '.join(builtin_names())})")

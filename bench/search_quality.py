@@ -246,7 +246,7 @@ def main(argv=None) -> int:
             if (run_dir / "report.json").is_file():
                 continue
             path = cells[name][1].to_json(out / "genotypes" / f"{name}.json", name=name)
-            overrides = eval_data + [f"seed={args.eval_seed}", "cpu_threads=1"] + list(args.eval_set)
+            overrides = eval_data + [f"seed={args.eval_seed}", "threads=1"] + list(args.eval_set)
             pool.add(f"retrain {name}", [sys.executable, "train_eval.py", str(path), "--config", str(args.eval_config),
                                          "--epochs", str(eval_epochs), "--run-dir", str(run_dir),
                                          *(f"--set={item}" for item in overrides)], out / "logs" / f"eval_{name}.log")

@@ -82,7 +82,7 @@ class ConfigError(UserInputError):
         """The same error with ``prefix.`` put before its key (used for nested configs)."""
         if self.key is None or not prefix:
             return self
-        return ConfigError(self.detail, key=f"{prefix}.{self.key}")
+        return type(self)(self.detail, key=f"{prefix}.{self.key}")
 
 
 class LaunchError(UserInputError):

@@ -21,8 +21,6 @@ in-memory loader reading the source files via :func:`data.readers.read_dataset`.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -30,116 +28,33 @@ import torch
 from data.batch_stream import BatchStream
 from data.beton import metadata_path, read_metadata, verify_betons
 from data.epoch_loader import Augmentation, EpochLoader
+from data.config import DataConfig
 from data.errors import DataConfigError, DataError
 from data.ffcv_threads import load_ffcv
-from data.info import ALL_DATASETS, NO_FLIP_DATASETS, ArrayDataset, DatasetInfo, info_from_arrays
+from data.info import NO_FLIP_DATASETS, ArrayDataset, DatasetInfo, info_from_arrays
 from data.readers import read_dataset
 from data.splits import ShardPlan, search_split
 
 __all__ = ["DataConfig", "Loaders", "build_loaders", "BatchStream", "ffcv_available"]
 
-Backend = Literal["auto", "ffcv", "memory"]
-# No image here is larger (CIFAR 32, MNIST 28, ImageNet-style folders resized to ~224): a larger size,
-# crop padding or cutout square is a typo that would only exhaust memory.
-MAX_IMAGE_SIDE = 1024
 # Random streams of the five loaders (data.splits.ShardPlan.stream).
 _STREAMS = {"search_train": 1, "search_val": 2, "train": 3, "test": 4, "arch_val": 5}
 SUBSET_STREAM = 6  # the random stream of a seeded training subset
 
 
-@dataclass
-class DataConfig:
-    """Where the data comes from and how it is batched and augmented.
+def training_augmentation(cfg: DataConfig) -> Augmentation:
+    """The augmentation of the training loaders (none but the evaluation crop without ``cfg.augment``)."""
+    if not cfg.augment:
+        return evaluation_augmentation(cfg)
+    flip = cfg.dataset not in NO_FLIP_DATASETS if cfg.flip is None else bool(cfg.flip)
+    jitter = tuple(float(v) for v in cfg.color_jitter) if cfg.color_jitter is not None else None
+    return Augmentation(flip=flip, translate=cfg.translate, cutout=cfg.cutout, cutout_inside=bool(cfg.cutout_inside),
+                        resized_crop=cfg.crop_size or 0, color_jitter=jitter)
 
-    dataset: cifar10 | cifar100 | mnist | fashion_mnist | digits | imagefolder.
-    data_dir: source files (for the in-memory backend). beton_dir: folder written by data/write_ffcv.py.
-    backend: 'auto' (FFCV when beton_dir has the files and ffcv imports, else memory) | 'ffcv' | 'memory'.
-    batch_size: per rank, training loaders; eval_batch_size: per rank, evaluation loaders (default batch_size).
-    search_portion: share of the training set in search_train (the rest is search_val).
-    train_subset: use only N training images (every loader but test): the first N, or, with
-    train_subset_seed, N drawn at random (without replacement) by that seed, whatever the job's seed.
-    augment: master switch for the training augmentation; cutout: square side (0 = off), centred anywhere
-    and clipped at the border (DARTS), or with cutout_inside always fully inside the image (FFCV's
-    Cutout, which PertNAS's pipeline uses); translate: max
-    shift in pixels (pad + random crop); flip: horizontal flip, None = per data set (off for digits and
-    mnist, where a mirrored digit is another glyph; on elsewhere).
-    num_workers: FFCV threads; os_cache: FFCV reads through the OS page cache (else a process cache).
-    drop_last: drop the incomplete last batch of training loaders. download: let the in-memory backend
-    download missing sources. image_size: imagefolder only, the square side images are resized to.
-    crop_size: training loaders take a RandomResizedCrop of that side (with ``augment``; else a centre
-    crop), evaluation loaders the centre crop (DARTS's ImageNet: image_size 256, crop_size 224 = its
-    Resize(256) + CenterCrop(224) for testing); null = the stored size. color_jitter: [brightness, contrast,
-    saturation, hue] strengths of ColorJitter on training loaders (DARTS's ImageNet: [0.4, 0.4, 0.4, 0.2]).
-    Both run in data.augment's torch ops, on either backend (data.epoch_loader.EpochLoader.finish_batch).
-    """
 
-    dataset: str = "digits"
-    data_dir: str | None = None
-    beton_dir: str | None = None
-    backend: Backend = "auto"
-    batch_size: int = 64
-    eval_batch_size: int | None = None
-    search_portion: float = 0.5
-    train_subset: int | None = None
-    train_subset_seed: int | None = None
-    augment: bool = True
-    cutout: int = 0
-    cutout_inside: bool = False
-    translate: int = 2
-    flip: bool | None = None
-    num_workers: int = 2
-    drop_last: bool = True
-    os_cache: bool = True
-    download: bool = False
-    image_size: int | None = None
-    crop_size: int | None = None
-    color_jitter: list[float] | None = None
-
-    def validate(self) -> "DataConfig":
-        """Raise DataConfigError naming the first impossible setting; return self."""
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise DataConfigError(f"data config: {message}")
-
-        check(self.dataset in ALL_DATASETS, f"dataset {self.dataset!r} is not one of {', '.join(ALL_DATASETS)}")
-        check(self.backend in ("auto", "ffcv", "memory"), f"backend {self.backend!r} is not auto, ffcv or memory")
-        check(self.backend != "ffcv" or self.beton_dir is not None, "backend 'ffcv' needs beton_dir")
-        check(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.eval_batch_size is None or (isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1),
-              f"eval_batch_size must be >= 1 or None, got {self.eval_batch_size}")
-        check(0.0 < float(self.search_portion) < 1.0, f"search_portion must be in (0, 1), got {self.search_portion}")
-        check(self.train_subset is None or (isinstance(self.train_subset, int) and self.train_subset >= 2),
-              f"train_subset must be >= 2 or None, got {self.train_subset}")
-        check(self.train_subset_seed is None or (isinstance(self.train_subset_seed, int) and self.train_subset_seed >= 0),
-              f"train_subset_seed must be a non-negative integer or None, got {self.train_subset_seed}")
-        check(isinstance(self.cutout, int) and 0 <= self.cutout <= MAX_IMAGE_SIDE,
-              f"cutout must be in 0..{MAX_IMAGE_SIDE}, got {self.cutout}")
-        check(isinstance(self.translate, int) and 0 <= self.translate <= MAX_IMAGE_SIDE,
-              f"translate must be in 0..{MAX_IMAGE_SIDE}, got {self.translate}")
-        check(self.flip in (None, True, False), f"flip must be true, false or null, got {self.flip!r}")
-        check(isinstance(self.num_workers, int) and self.num_workers >= 1,
-              f"num_workers must be >= 1, got {self.num_workers}")
-        check(self.image_size is None or (isinstance(self.image_size, int) and 1 <= self.image_size <= MAX_IMAGE_SIDE),
-              f"image_size must be in 1..{MAX_IMAGE_SIDE} or None, got {self.image_size}")
-        check(self.crop_size is None or (isinstance(self.crop_size, int) and 1 <= self.crop_size <= MAX_IMAGE_SIDE),
-              f"crop_size must be in 1..{MAX_IMAGE_SIDE} or None, got {self.crop_size}")
-        check(self.color_jitter is None or (len(self.color_jitter) == 4 and min(self.color_jitter) >= 0
-                                            and self.color_jitter[3] <= 0.5),
-              f"color_jitter must be [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, "
-              f"got {self.color_jitter}")
-        return self
-
-    def training_augmentation(self) -> Augmentation:
-        if not self.augment:
-            return self.evaluation_augmentation()
-        flip = self.dataset not in NO_FLIP_DATASETS if self.flip is None else bool(self.flip)
-        jitter = tuple(float(v) for v in self.color_jitter) if self.color_jitter is not None else None
-        return Augmentation(flip=flip, translate=self.translate, cutout=self.cutout,
-                            cutout_inside=bool(self.cutout_inside), resized_crop=self.crop_size or 0,
-                            color_jitter=jitter)
-
-    def evaluation_augmentation(self) -> Augmentation:
-        return Augmentation(center_crop=self.crop_size or 0)
+def evaluation_augmentation(cfg: DataConfig) -> Augmentation:
+    """The evaluation loaders' only transform: the centre crop, if any."""
+    return Augmentation(center_crop=cfg.crop_size or 0)
 
 
 def ffcv_available() -> bool:
@@ -168,7 +83,10 @@ class Loaders:
     """
 
     def __init__(self, cfg: DataConfig, *, rank: int, world_size: int, seed: int, device: torch.device):
-        cfg.validate()
+        try:
+            cfg.validate()
+        except DataConfigError as error:
+            raise error.with_prefix("data") from None
         if not 0 <= rank < world_size:
             raise DataConfigError(f"rank {rank} is outside world size {world_size}")
         self.cfg, self.rank, self.world_size, self.seed = cfg, rank, world_size, seed
@@ -237,7 +155,7 @@ class Loaders:
             raise DataConfigError(f"data config: {role} has {plan.shard_size()} samples per rank, fewer than one "
                                   f"batch of {batch_size}; lower the batch size or use more data")
         common = dict(batch_size=batch_size, drop_last=drop_last, device=self.device,
-                      augmentation=cfg.training_augmentation() if training else cfg.evaluation_augmentation())
+                      augmentation=training_augmentation(cfg) if training else evaluation_augmentation(cfg))
         if self.backend == "ffcv":
             from data.ffcv_loader import FfcvLoader  # lazy: ffcv (numba, cv2) only when used
 

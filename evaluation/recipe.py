@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from data.loaders import DataConfig
 from common.errors import ConfigError
+from data.config import DataConfig
+from launch.run_config import RunConfig
+from space.network_config import NetworkConfig
 
 
 def _darts_cifar10_data() -> DataConfig:
@@ -19,11 +21,12 @@ def _darts_cifar10_data() -> DataConfig:
 
 
 @dataclass
-class NetworkConfig:
+class EvalNetworkConfig(NetworkConfig):
     """The evaluation network (space.eval_network.EvalNetwork).
 
-    channels: C of the first cells; layers: number of cells; stem: 'cifar' (3x3 conv) or 'imagenet'
-    (two stride-2 convs); auxiliary_weight: weight of the auxiliary head's loss (0 = no head);
+    channels: C of the first cells; layers: number of cells (space.network_config.NetworkConfig);
+    stem: 'cifar' (3x3 conv) or 'imagenet' (two stride-2 convs); auxiliary_weight: weight of the auxiliary
+    head's loss (0 = no head);
     drop_path_prob: final drop-path probability p, ramped as p * epoch / epochs.
     """
 
@@ -34,10 +37,7 @@ class NetworkConfig:
     drop_path_prob: float = 0.2
 
     def validate(self) -> None:
-        if self.channels < 2 or self.channels % 2:
-            raise ConfigError(f"must be an even number >= 2 (got {self.channels})", key="channels")
-        if self.layers < 1:
-            raise ConfigError(f"must be at least 1 (got {self.layers})", key="layers")
+        super().validate()
         if self.auxiliary_weight < 0:
             raise ConfigError(f"must not be negative (got {self.auxiliary_weight})", key="auxiliary_weight")
         if not 0.0 <= self.drop_path_prob < 1.0:
@@ -48,16 +48,16 @@ class NetworkConfig:
 class OptimConfig:
     """SGD with a learning-rate schedule (launch.schedules.build_scheduler).
 
-    lr: peak learning rate (per the global batch as configured; not rescaled with the world size);
-    schedule: 'cosine' (to min_lr), 'cosine_power' (sharpDARTS, base power_k), 'constant' or 'exponential'
-    (x gamma per epoch: DARTS's ImageNet StepLR(1, 0.97)); schedule_per: 'epoch' (the rate changes at each
-    epoch's start, as DARTS's schedulers) or 'step' (smoothly at every step);
+    learning_rate: peak learning rate (for the global batch data.batch_size; not rescaled with the world
+    size); schedule: 'cosine' (to learning_rate_min), 'cosine_power' (sharpDARTS, base power_k), 'constant'
+    or 'exponential' (x gamma per epoch: DARTS's ImageNet StepLR(1, 0.97)); schedule_per: 'epoch' (the rate
+    changes at each epoch's start, as DARTS's schedulers) or 'step' (smoothly at every step);
     warmup_epochs: linear warmup before the schedule; grad_clip: max gradient norm (null = off);
     label_smoothing: epsilon of the smoothed cross-entropy (0.1 for ImageNet).
     """
 
-    lr: float = 0.025
-    min_lr: float = 0.0
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.0
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 3e-4
@@ -70,10 +70,10 @@ class OptimConfig:
     label_smoothing: float = 0.0
 
     def validate(self) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"must be positive (got {self.lr})", key="lr")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ConfigError(f"must be in [0, lr] (got {self.min_lr})", key="min_lr")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"must be positive (got {self.learning_rate})", key="learning_rate")
+        if not 0 <= self.learning_rate_min <= self.learning_rate:
+            raise ConfigError(f"must be in [0, learning_rate] (got {self.learning_rate_min})", key="learning_rate_min")
         if self.weight_decay < 0:  # momentum: launch.config.SHARED_RULES
             raise ConfigError(f"must not be negative (got {self.weight_decay})", key="weight_decay")
         if self.schedule == "cosine_power" and self.power_k < 1:
@@ -89,11 +89,14 @@ class OptimConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(RunConfig):
     """One retraining run (see configs/eval_*.yaml).
 
-    epochs: training epochs; seed: seed of weights, data order and augmentation (seed + rank per rank);
-    data: the data layer's DataConfig (data.batch_size is PER RANK: the global batch is batch_size x world);
+    seed, device, threads: launch.run_config.RunConfig (seed: of weights, data order and augmentation, seed
+    + rank per rank); the run directory is train_eval.py's --run-dir.
+    epochs: training epochs;
+    data: the data layer's DataConfig (data.batch_size is the GLOBAL batch: each of W ranks trains
+    batch_size / W samples per step; data/config.py);
     holdout_validation: train on ``data.search_portion`` of the training set and pick the best epoch on the
     rest (the test split is never used for selection); false: train on the whole training set, no selection;
     autoaugment: AutoAugment's CIFAR-10 policy on training batches (data/autoaugment.py);
@@ -104,17 +107,14 @@ class EvalConfig:
     with torch's CPU kernels), false = never;
     compile: torch.compile the network (launch.train.maybe_compile; inside DDP, evaluation runs compiled too);
     sync_batchnorm: SyncBatchNorm across ranks (CUDA only);
-    device: null (CUDA when present, else CPU) or 'cpu'; cpu_threads: torch's intra-op threads per process
-    (null = torch's default; 1 avoids oversubscription when several processes share few cores);
     deterministic: deterministic kernels (slower on GPU);
     max_steps_per_epoch: cut epochs short (smoke tests), null = full epochs;
     keep_checkpoints: how many per-epoch checkpoints to keep.
     """
 
     epochs: int = 600
-    seed: int = 0
     data: DataConfig = field(default_factory=_darts_cifar10_data)
-    network: NetworkConfig = field(default_factory=NetworkConfig)
+    network: EvalNetworkConfig = field(default_factory=EvalNetworkConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     holdout_validation: bool = False
     autoaugment: bool = False
@@ -122,13 +122,12 @@ class EvalConfig:
     channels_last: bool | None = None
     compile: bool = False
     sync_batchnorm: bool = False
-    device: Literal["cpu", "cuda"] | None = None
-    cpu_threads: int | None = None
     deterministic: bool = False
     max_steps_per_epoch: int | None = None
     keep_checkpoints: int = 2
 
     def validate(self) -> None:
+        super().validate()
         if self.epochs < 1:
             raise ConfigError(f"must be at least 1 (got {self.epochs})", key="epochs")
         if self.optim.warmup_epochs >= self.epochs:
@@ -137,7 +136,5 @@ class EvalConfig:
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ConfigError(f"must be at least 1 or null (got {self.max_steps_per_epoch})",
                               key="max_steps_per_epoch")
-        if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise ConfigError(f"must be at least 1 or null (got {self.cpu_threads})", key="cpu_threads")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"must be at least 1 (got {self.keep_checkpoints})", key="keep_checkpoints")

@@ -168,14 +168,14 @@ def build_seed_training(config: EvalConfig, genotype: Genotype, env: DistEnv) ->
     Refuses (ConfigError) SyncBatchNorm off CUDA and a cutout larger than the images. With AutoAugment the
     loader does not cut out: cutout comes after the policy (as in the paper), in :func:`epoch_batches`.
     """
-    if config.cpu_threads is not None:
-        torch.set_num_threads(config.cpu_threads)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     seed_everything(config.seed, env.rank, deterministic=config.deterministic)
     device = env.device
     if config.sync_batchnorm and env.is_distributed and device.type != "cuda":
         raise ConfigError("needs CUDA (torch's SyncBatchNorm does not run on the CPU)", key="sync_batchnorm")
     cutout_after_policy = config.data.cutout if config.autoaugment and config.data.augment else 0
-    data_config = replace(config.data, cutout=0) if cutout_after_policy else config.data
+    data_config = (replace(config.data, cutout=0) if cutout_after_policy else config.data).per_rank(env.world_size)
     loaders = build_loaders(data_config, rank=env.rank, world_size=env.world_size, seed=config.seed, device=device)
     info = loaders.info
     if cutout_after_policy > min(loaders.image_size):
@@ -192,13 +192,13 @@ def build_seed_training(config: EvalConfig, genotype: Genotype, env: DistEnv) ->
     model = wrap_ddp(maybe_compile(network, config.compile), env)
 
     optim = config.optim
-    optimizer = torch.optim.SGD(network.parameters(), lr=optim.lr, momentum=optim.momentum,
+    optimizer = torch.optim.SGD(network.parameters(), lr=optim.learning_rate, momentum=optim.momentum,
                                 weight_decay=optim.weight_decay, nesterov=optim.nesterov)
     steps_per_epoch = len(train_loader)
     if config.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     scheduler = build_scheduler(optimizer, optim.schedule, total_steps=config.epochs * steps_per_epoch,
-                                min_lr=optim.min_lr, warmup_steps=optim.warmup_epochs * steps_per_epoch,
+                                min_lr=optim.learning_rate_min, warmup_steps=optim.warmup_epochs * steps_per_epoch,
                                 power_k=optim.power_k, steps_per_epoch=steps_per_epoch,
                                 per_epoch=optim.schedule_per == "epoch", gamma=optim.gamma)
     return SeedTraining(
@@ -342,7 +342,7 @@ def build_report(config: EvalConfig, genotype: Genotype, genotype_name: str, tra
         "seed": config.seed,
         "epochs": config.epochs,
         "steps_per_epoch": training.steps_per_epoch,
-        "global_batch_size": config.data.batch_size * env.world_size,
+        "global_batch_size": config.data.batch_size,
         "world_size": env.world_size,
         "device": env.device.type,
         **training.size,

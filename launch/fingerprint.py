@@ -2,8 +2,8 @@
 
 ``run_dir/fingerprint.json`` holds, by dotted key, the config values that change results (for train_eval:
 seed, epochs, data, network, optim, ...; each CLI names its sections), e.g.
-``{"seed": 0, "optim.lr": 0.025, "data.batch_size": 96, ...}``. Resuming a run with a different value
-would silently mix two settings in one result, so :func:`check_fingerprint` refuses it in one line that
+``{"seed": 0, "optim.learning_rate": 0.025, "data.batch_size": 96, ...}``. Resuming a run with a different
+value would silently mix two settings in one result, so :func:`check_fingerprint` refuses it in one line that
 names the first differing key, both values, and how to start anew.
 
 Keys that only say where inputs are or how fast they are read (:data:`LOCATION_KEYS`: data folders,
@@ -42,7 +42,7 @@ class ResumeMismatchError(UserInputError):
 def result_fingerprint(config: object, sections: Sequence[str]) -> dict:
     """The values of ``config``'s top-level fields or sections named in ``sections``, by dotted key.
 
-    A section (a nested config) contributes one key per leaf (``optim.lr``); lists stay whole values.
+    A section (a nested config) contributes one key per leaf (``optim.learning_rate``); lists stay whole values.
     :data:`LOCATION_KEYS` are left out. The result is plain JSON (as written to fingerprint.json).
     """
     plain = config_to_dict(config)

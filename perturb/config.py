@@ -17,14 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data.loaders import DataConfig
-from launch.config import check_run_fields
 from common.errors import ConfigError
-from perturb.measure import MEASUREMENTS
-from perturb.scoring import SCORES
-from space.ops import PRIMITIVES
-from space.search_network import NUM_EDGES
+from data.config import DataConfig
+from launch.run_config import SearchRunConfig
+from space.genotype import NUM_EDGES
+from space import network_config
+from space.primitives import PRIMITIVES
 
+#: The BatchNorm treatments of a perturb-val accuracy (perturb/measure.py).
+MEASUREMENTS = ("recalibrate", "batch", "running")
+#: What a removal's score measures (perturb/scoring.py).
+SCORES = ("top1", "loss")
 REFERENCE_EDGE_ORDER = [13, 12, 8, 11, 7, 4, 9, 10, 5, 6, 2, 3, 0, 1]  # PertNAS stage C visiting order
 #: The config fields a search's results depend on (its fingerprint): a resume must match them.
 RESULT_SECTIONS = ("seed", "data", "network", "optim", "search")
@@ -88,18 +91,12 @@ class OptimConfig:
 
 
 @dataclass
-class NetworkConfig:
-    """The search network: ``channels`` (C), ``layers`` cells (reductions at layers//3, 2*layers//3)."""
+class SearchNetworkConfig(network_config.NetworkConfig):
+    """The search network: ``channels`` (C), ``layers`` cells (space.network_config.NetworkConfig), and the
+    stem's width stem_multiplier x C."""
 
-    channels: int = 16
     layers: int = 5
     stem_multiplier: int = 3
-
-    def validate(self) -> None:
-        if self.channels < 2 or self.channels % 2:
-            raise ConfigError(f"must be an even number >= 2 (got {self.channels})", key="channels")
-        if self.layers < 1:
-            raise ConfigError(f"must be at least 1 (got {self.layers})", key="layers")
 
 
 @dataclass
@@ -212,34 +209,28 @@ class DebugConfig:
 
 
 @dataclass
-class EvolutionConfig:
-    """Everything ``search_evolutionary.py`` needs. The run directory is ``save/note``; rerunning the same
-    command (or a torchrun restart) resumes from its last checkpoint when ``resume`` is true.
+class EvolutionConfig(SearchRunConfig):
+    """Everything ``search_evolutionary.py`` needs. The run keys (seed, device, threads, save, note, resume,
+    pictures) are launch.run_config.SearchRunConfig's; the run directory is ``save/note``.
 
-    data.batch_size is the batch of one network's training step: a stage-A member trains with it on one
-    rank; in stages B-D it is split evenly across the ranks of the DDP job (so it must divide by W).
-    threads: torch CPU threads per rank (null: torch's default).
+    data.batch_size is the global batch of one network's training step (data/config.py): a stage-A member
+    trains with all of it on one rank; in stages B-D each of the W ranks of the DDP job takes batch_size / W
+    (so it must divide by W).
     dist_timeout_s: how long a collective may wait for the other ranks before the job aborts. Ranks that
     finish their stage-A members early wait for the others outside any collective, so this bounds only
     the waits inside a decision (an unequal share of perturb-val candidates, rank 0 writing a checkpoint).
     """
 
-    seed: int = 2
     save: str = "runs/search_evolutionary"
-    note: str = "search"
-    resume: bool = True
-    device: str | None = None
-    threads: int | None = None
     dist_timeout_s: float = 1800.0
-    pictures: bool = True
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", backend="ffcv", beton_dir="betons",
                                                                 batch_size=256, eval_batch_size=256, cutout=0))
-    network: NetworkConfig = field(default_factory=NetworkConfig)
+    network: SearchNetworkConfig = field(default_factory=SearchNetworkConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
 
     def validate(self) -> None:
-        check_run_fields(self.note, self.threads)
+        super().validate()
         if not 0 < self.dist_timeout_s < float("inf"):
             raise ConfigError(f"must be a positive number of seconds (got {self.dist_timeout_s})", key="dist_timeout_s")

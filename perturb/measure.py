@@ -41,8 +41,8 @@ import torch.nn as nn
 
 from launch.distributed import DistEnv, unwrap_model
 from launch.train import autocast_context, evaluate
+from perturb.config import MEASUREMENTS
 
-MEASUREMENTS = ("recalibrate", "batch", "running")
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 

@@ -11,7 +11,6 @@ ranks); ``ddp_loaders`` (rank r of W, batch / W) feeds the DDP training of stage
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import time
@@ -52,13 +51,10 @@ def build_search_loaders(data: DataConfig, env: DistEnv, seed: int) -> tuple[Loa
     ddp_loaders: each rank's share ``batch_size / world_size`` of a DDP-trained network (stages B-D).
     Both are built now, so bad data fails before anything is written.
     """
-    if data.batch_size % env.world_size:
-        raise ConfigError(f"must divide by the number of ranks {env.world_size} (got {data.batch_size}): "
-                          "stages B-D split each batch across ranks", key="data.batch_size")
+    per_rank = data.per_rank(env.world_size)  # stages B-D split each batch across the ranks
     member_loaders = build_loaders(data, rank=0, world_size=1, seed=seed, device=env.device)
     ddp_loaders = member_loaders
     if env.is_distributed:
-        per_rank = dataclasses.replace(data, batch_size=data.batch_size // env.world_size)
         ddp_loaders = build_loaders(per_rank, rank=env.rank, world_size=env.world_size, seed=seed,
                                     device=env.device)
     for loaders in (member_loaders, ddp_loaders):

@@ -50,6 +50,7 @@ import torch
 import torch.nn as nn
 
 from launch.distributed import DistEnv, all_gather_tensor, unwrap_model
+from perturb.config import SCORES
 from perturb.measure import Outcomes, top1_percent
 from perturb.selection import importance_order
 from perturb.snapshot import Snapshot, state_digest
@@ -73,7 +74,6 @@ class Candidate:
         return network.removed(ops=[(self.edge, self.op)])
 
 
-SCORES = ("top1", "loss")
 
 
 def sample_quality(correct: torch.Tensor, loss: torch.Tensor, score: str) -> torch.Tensor:

@@ -33,10 +33,11 @@ from typing import Any, Iterable, Sequence
 
 from common.atomic import parse_json, write_json_atomically
 from common.errors import UserInputError, short_repr
-from space.ops import PRIMITIVES
+from space.primitives import PRIMITIVES
 
 STEPS = 4  # intermediate nodes per cell
 INPUT_NODES = 2
+NUM_EDGES = sum(INPUT_NODES + step for step in range(STEPS))  # 14: intermediate node j has j inputs
 DEFAULT_CONCAT = (2, 3, 4, 5)
 JSON_FORMAT = "darts-genotype/1"
 MAX_FILE_BYTES = 1 << 20  # a genotype is a few hundred bytes; a larger file is refused before it is parsed

@@ -12,17 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-PRIMITIVES: tuple[str, ...] = (
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
-NONE_OP = "none"
-SEARCH_OPS: tuple[str, ...] = PRIMITIVES + (NONE_OP,)
+from space.primitives import NONE_OP, PRIMITIVES, SEARCH_OPS  # noqa: E402,F401 (re-exported)
 
 
 class ReLUConvBN(nn.Sequential):

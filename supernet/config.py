@@ -16,36 +16,28 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from data.loaders import DataConfig
-from launch.config import check_run_fields
 from common.errors import ConfigError
-from perturb.config import EvolutionConfig
-from perturb.config import NetworkConfig as EvolutionNetworkConfig
+from data.config import DataConfig
+from launch.run_config import SearchRunConfig
+from perturb.config import MEASUREMENTS, EvolutionConfig, SearchNetworkConfig, StageConfig
 from perturb.config import OptimConfig as EvolutionOptimConfig
 from perturb.config import SearchConfig as EvolutionSearchConfig
-from perturb.config import StageConfig
-from perturb.measure import MEASUREMENTS
-from space.ops import PRIMITIVES, SEARCH_OPS
+from space.primitives import PRIMITIVES, SEARCH_OPS
 
 
 @dataclass
-class NetworkConfig:
-    """The supernet: C = ``channels``, ``layers`` cells (reductions at layers//3 and 2*layers//3), candidate
-    ``ops`` on every edge (DARTS: the 7 primitives + none), ``weighting`` softmax (DARTS) or maxw
+class SupernetNetworkConfig(SearchNetworkConfig):
+    """The supernet: the search network's C = ``channels``, ``layers`` cells and stem (perturb.config), with
+    candidate ``ops`` on every edge (DARTS: the 7 primitives + none), ``weighting`` softmax (DARTS) or maxw
     (sharpDARTS Max-W), ``shared_cell``: one cell for normal and reduction cells (PertNAS) or two."""
 
-    channels: int = 16
     layers: int = 8
-    stem_multiplier: int = 3
     weighting: Literal["softmax", "maxw"] = "softmax"
     shared_cell: bool = False
     ops: list[str] = field(default_factory=lambda: list(SEARCH_OPS))
 
     def validate(self) -> None:
-        if self.channels < 2 or self.channels % 2:
-            raise ConfigError(f"must be an even number >= 2 (got {self.channels})", key="channels")
-        if self.layers < 1:
-            raise ConfigError(f"must be at least 1 (got {self.layers})", key="layers")
+        super().validate()
         if not self.shared_cell and self.layers < 3:
             raise ConfigError(f"separate normal/reduction cells need layers >= 3 (got {self.layers}); "
                               "set network.shared_cell=true or more layers", key="layers")
@@ -153,7 +145,7 @@ class PertnasConfig:
 
     op_cap: int | None = None
     supernet: StageConfig = field(default_factory=lambda: StageConfig(epochs=50, lr_divisor=2.5, finetune_extra=20))
-    network: EvolutionNetworkConfig = field(default_factory=EvolutionNetworkConfig)
+    network: SearchNetworkConfig = field(default_factory=SearchNetworkConfig)
     optim: EvolutionOptimConfig = field(default_factory=EvolutionOptimConfig)
     search: EvolutionSearchConfig = field(default_factory=EvolutionSearchConfig)
 
@@ -166,35 +158,30 @@ class PertnasConfig:
 
 
 @dataclass
-class SupernetConfig:
-    """Everything ``search_supernet.py`` needs. The run directory is ``save/note``; rerunning the same
-    command (or a torchrun restart) resumes from its last checkpoint when ``resume`` is true.
+class SupernetConfig(SearchRunConfig):
+    """Everything ``search_supernet.py`` needs. The run keys (seed, device, threads, save, note, resume,
+    pictures) are launch.run_config.SearchRunConfig's; the run directory is ``save/note``.
 
-    data.batch_size is PER RANK (DARTS: 64). stop_after_epochs: end this invocation after that many
+    data.batch_size is the global batch of one step (data/config.py; DARTS: 64 on one GPU): each of W
+    ranks takes batch_size / W. stop_after_epochs: end this invocation after that many
     supernet epochs (a time-limited allocation; rerun to continue); null = run to the end.
     eval_batches: this rank's first search-val batches, the per-epoch accuracy curve's data (>= 1).
     """
 
     method: Literal["darts", "darts_pt", "pertnas"] = "darts"
-    seed: int = 2
     save: str = "runs/search_supernet"
-    note: str = "search"
-    resume: bool = True
-    device: str | None = None
-    threads: int | None = None
-    pictures: bool = True
     epochs: int = 50
     eval_batches: int = 20
     stop_after_epochs: int | None = None
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="cifar10", batch_size=64, cutout=0))
-    network: NetworkConfig = field(default_factory=NetworkConfig)
+    network: SupernetNetworkConfig = field(default_factory=SupernetNetworkConfig)
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     pertnas: PertnasConfig = field(default_factory=PertnasConfig)
 
     def validate(self) -> None:
-        check_run_fields(self.note, self.threads)
+        super().validate()
         if self.epochs < 1:
             raise ConfigError(f"must be at least 1 (got {self.epochs})", key="epochs")
         if self.eval_batches < 1:
@@ -214,5 +201,5 @@ def evolution_config(cfg: SupernetConfig) -> EvolutionConfig:
                            search=dataclasses.replace(pertnas.search, npop=1))
 
 
-__all__ = ["SupernetConfig", "NetworkConfig", "WeightOptimConfig", "ArchOptimConfig", "ProjectionConfig",
+__all__ = ["SupernetConfig", "SupernetNetworkConfig", "WeightOptimConfig", "ArchOptimConfig", "ProjectionConfig",
            "PertnasConfig", "evolution_config", "PRIMITIVES"]

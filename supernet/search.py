@@ -462,7 +462,8 @@ def run_supernet_search(cfg: SupernetConfig) -> Genotype | None:
             write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
             metrics = MetricsLogger(run_dir, env)
             return run_pertnas_supernet(cfg, env, run_dir, log, metrics)
-        loaders = build_loaders(cfg.data, rank=env.rank, world_size=env.world_size, seed=cfg.seed, device=env.device)
+        loaders = build_loaders(cfg.data.per_rank(env.world_size), rank=env.rank, world_size=env.world_size,
+                                seed=cfg.seed, device=env.device)
         search = BilevelSearch(cfg, env, loaders, run_dir, log, None)
         search.resume(cfg.resume)  # a checkpoint that does not fit is refused here, before config.yaml moves
         prepare_run_dir(run_dir, env, cfg)

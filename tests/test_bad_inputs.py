@@ -307,8 +307,8 @@ def test_a_genotype_file_that_is_not_utf8_is_one_line(tmp_path):
     ("seed=-1", "'seed' must be an integer in 0..4294967295"),
     ("seed=4294967296", "'seed' must be an integer in 0..4294967295"),
     ("seed=100000000000000000000000", "'seed' must fit in 64 bits"),
-    ("optim.lr=.inf", "'optim.lr' must be a finite number"),
-    ("optim.lr=.nan", "'optim.lr' must be a finite number"),
+    ("optim.learning_rate=.inf", "'optim.learning_rate' must be a finite number"),
+    ("optim.learning_rate=.nan", "'optim.learning_rate' must be a finite number"),
     ("optim.momentum=-1", "'optim.momentum' must be in \\[0, 1\\)"),
     ("optim.momentum=1", "'optim.momentum' must be in \\[0, 1\\)"),
 ])
@@ -362,7 +362,7 @@ def test_atomic_writes_never_follow_a_planted_symlink(tmp_path, monkeypatch):
 
 def _quick_eval_args(run_dir: Path, genotype: str = "DARTS_V2", *extra: str) -> list[str]:
     sets = ["network.channels=4", "network.layers=3", "data.batch_size=16", "data.eval_batch_size=64",
-            "data.num_workers=1", "device=cpu", "cpu_threads=1", "data.dataset=digits", "epochs=2",
+            "data.num_workers=1", "device=cpu", "threads=1", "data.dataset=digits", "epochs=2",
             "max_steps_per_epoch=1", *extra]
     return [genotype, "--config", str(REPO / "configs" / "eval_quick.yaml"), "--run-dir", str(run_dir),
             *[arg for item in sets for arg in ("--set", item)]]
@@ -439,18 +439,18 @@ def test_resuming_another_architecture_or_another_lr_is_refused_and_nothing_is_r
 
     line = one_line_exit_2(train_eval.main, _quick_eval_args(run_dir, "PERTNAS_EVOLUTIONARY", "epochs=1"), capsys)
     assert "genotype.normal" in line and "another --note (or --run-dir)" in line
-    line = one_line_exit_2(train_eval.main, _quick_eval_args(run_dir, "DARTS_V2", "epochs=1", "optim.lr=0.5"),
-                           capsys)
-    assert "was started with optim.lr = " in line and "this run has optim.lr = 0.5" in line
+    line = one_line_exit_2(train_eval.main,
+                           _quick_eval_args(run_dir, "DARTS_V2", "epochs=1", "optim.learning_rate=0.5"), capsys)
+    assert "was started with optim.learning_rate = " in line and "this run has optim.learning_rate = 0.5" in line
     line = one_line_exit_2(train_eval.main, _quick_eval_args(run_dir, "DARTS_V2", "epochs=1", "seed=3"), capsys)
     assert "seed = 0, this run has seed = 3" in line
 
     # Without the fingerprint (a run dir from before it existed), the checkpoint itself is refused, and
-    # still before config.yaml is renamed (the changed cpu_threads makes a new config.yaml).
+    # still before config.yaml is renamed (the changed threads makes a new config.yaml).
     (run_dir / "fingerprint.json").unlink()
     del before["fingerprint.json"]
     line = one_line_exit_2(train_eval.main, _quick_eval_args(run_dir, "PERTNAS_EVOLUTIONARY", "epochs=1",
-                                                             "cpu_threads=2"), capsys)
+                                                             "threads=2"), capsys)
     assert "weights of another architecture" in line
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file() and p.suffix != ".txt"} == before
 

@@ -41,7 +41,7 @@ def _run(folder, run_dir, processes, batch_size, seed=0):
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
     folder = write_cifar_like_folder(tmp_path / "data", train_per_class=13, noise=120)
     single, single_report = _run(folder, tmp_path / "single", processes=1, batch_size=64)
-    ddp, ddp_report = _run(folder, tmp_path / "ddp", processes=2, batch_size=32)
+    ddp, ddp_report = _run(folder, tmp_path / "ddp", processes=2, batch_size=64)  # the global batch: 32 a rank
     other_seed, _ = _run(folder, tmp_path / "other", processes=1, batch_size=64, seed=1)
 
     assert ddp_report["world_size"] == 2 and ddp_report["global_batch_size"] == 64

@@ -22,8 +22,8 @@ def test_cifar10_preset_is_the_darts_recipe():
     assert (config.network.channels, config.network.layers, config.network.auxiliary_weight,
             config.network.drop_path_prob) == (36, 20, 0.4, 0.2)
     optim = config.optim
-    assert (optim.lr, optim.min_lr, optim.schedule, optim.momentum, optim.weight_decay, optim.grad_clip) == \
-        (0.025, 0.0, "cosine", 0.9, 3e-4, 5.0)
+    assert (optim.learning_rate, optim.learning_rate_min, optim.schedule, optim.momentum, optim.weight_decay,
+            optim.grad_clip) == (0.025, 0.0, "cosine", 0.9, 3e-4, 5.0)
     assert optim.schedule_per == "epoch"  # DARTS steps CosineAnnealingLR(600) once per epoch
     assert (config.data.translate, config.data.flip, config.data.crop_size, config.data.color_jitter) == \
         (4, True, None, None)  # RandomCrop(32, padding=4), flip
@@ -39,8 +39,8 @@ def test_imagenet_preset_is_the_mobile_setting():
     assert (config.network.auxiliary_weight, config.network.drop_path_prob) == (0.4, 0.0)
     assert config.optim.label_smoothing == 0.1 and config.data.dataset == "imagefolder"
     optim = config.optim
-    assert (config.epochs, config.data.batch_size, optim.lr, optim.momentum, optim.weight_decay, optim.grad_clip) == \
-        (250, 128, 0.1, 0.9, 3e-5, 5.0)
+    assert (config.epochs, config.data.batch_size, optim.learning_rate, optim.momentum, optim.weight_decay,
+            optim.grad_clip) == (250, 128, 0.1, 0.9, 3e-5, 5.0)
     assert (optim.schedule, optim.schedule_per, optim.gamma) == ("exponential", "epoch", 0.97)
     data = config.data
     assert (data.image_size, data.crop_size, data.color_jitter, data.flip) == (256, 224, [0.4, 0.4, 0.4, 0.2], True)

@@ -11,7 +11,7 @@ from launch.distributed import DistEnv
 from space.genotype import builtin_genotype
 
 ENV = DistEnv(0, 1, 0, torch.device("cpu"), None)
-TINY = {"epochs": 3, "holdout_validation": True, "device": "cpu", "cpu_threads": 1, "max_steps_per_epoch": 2,
+TINY = {"epochs": 3, "holdout_validation": True, "device": "cpu", "threads": 1, "max_steps_per_epoch": 2,
         "data.dataset": "digits", "data.backend": "memory", "data.batch_size": 16, "data.eval_batch_size": 64,
         "data.search_portion": 0.8, "data.cutout": 0, "network.channels": 4, "network.layers": 3,
         "network.auxiliary_weight": 0.0}

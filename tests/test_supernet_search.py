@@ -86,7 +86,7 @@ def test_resume_after_interruption_gives_the_same_result(unbroken_run, tmp_path)
 
 def test_two_process_torchrun_keeps_alphas_identical_and_projects(tmp_path):
     result = run_cli(tmp_path, "ddp", "method=darts_pt", "epochs=2", "network.shared_cell=true",
-                     "data.train_subset=128", torchrun=2, timeout=600)
+                     "data.train_subset=128", "data.batch_size=32", torchrun=2, timeout=600)  # 16 a rank
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "ddp"
     rank0, rank1 = run_dir / "log.txt", run_dir / "log.rank1.txt"

@@ -12,7 +12,7 @@ MNIST_DIR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
 
 #: A network and schedule small enough for a few CPU seconds per epoch.
 TINY = ["network.channels=4", "network.layers=3", "data.batch_size=16", "data.eval_batch_size=64",
-        "data.num_workers=1", "device=cpu", "cpu_threads=1"]
+        "data.num_workers=1", "device=cpu", "threads=1"]
 
 
 def write_cifar_like_folder(root: Path, classes: int = 10, train_per_class: int = 8, test_per_class: int = 3,

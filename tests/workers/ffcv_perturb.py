@@ -21,7 +21,7 @@ import torch.distributed as dist  # noqa: E402
 
 from data.loaders import DataConfig  # noqa: E402
 from launch.distributed import init_distributed, shutdown_distributed  # noqa: E402
-from perturb.config import EvolutionConfig, NetworkConfig, SearchConfig, StageConfig  # noqa: E402
+from perturb.config import EvolutionConfig, SearchConfig, SearchNetworkConfig, StageConfig  # noqa: E402
 from perturb.runtime import SearchRuntime, build_search_loaders  # noqa: E402
 from perturb.scoring import Candidate  # noqa: E402
 from perturb.snapshot import state_digest  # noqa: E402
@@ -38,7 +38,7 @@ def main() -> None:
     cfg = EvolutionConfig(
         seed=3, data=DataConfig(dataset="digits", backend="ffcv", beton_dir=args.beton_dir, batch_size=32,
                                 eval_batch_size=64, train_subset=640, flip=True, translate=2, cutout=3, num_workers=1),
-        network=NetworkConfig(channels=4, layers=1), search=SearchConfig(finetune_steps=3, val_batches=2))
+        network=SearchNetworkConfig(channels=4, layers=1), search=SearchConfig(finetune_steps=3, val_batches=2))
     env = init_distributed(device="cpu")
     member_loaders, ddp_loaders = build_search_loaders(cfg.data, env, cfg.seed)
     assert member_loaders.backend == "ffcv"
