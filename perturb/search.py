@@ -1,17 +1,18 @@
 """One evolutionary search from a resolved config: process group, run directory, loaders, stages, outputs."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
-from launch.distributed import init_distributed, shutdown_distributed
+from launch.distributed import DistEnv, init_distributed, shutdown_distributed
 from launch.fingerprint import check_fingerprint, result_fingerprint, write_fingerprint
 from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir
-from perturb.config import RESULT_SECTIONS, EvolutionConfig
+from perturb.config import RESULT_SECTIONS, EvolutionConfig, StageConfig
 from perturb.outputs import SearchRecorder
 from perturb.runtime import SearchRuntime, build_search_loaders
-from perturb.stages import run_search
+from perturb.stages import SupernetStageA, run_search
 from space.genotype import Genotype
 
 
@@ -46,3 +47,18 @@ def run_evolutionary_search(cfg: EvolutionConfig) -> Genotype:
         if metrics is not None:
             metrics.close()
         shutdown_distributed()
+
+
+def run_search_on_supernet(cfg: EvolutionConfig, env: DistEnv, run_dir: Path, log: logging.Logger,
+                           metrics: MetricsLogger, *, op_cap: int | None, supernet: StageConfig) -> Genotype:
+    """The PertNAS supernet variant (``search_supernet.py --method pertnas``): stage A computed on one
+    supernet (perturb/stages.py :func:`~perturb.stages.stage_a_on_supernet`), then stages B-D, in the
+    prepared ``run_dir`` of a one-member search ``cfg`` (npop 1); resumes from its checkpoints."""
+    member_loaders, ddp_loaders = build_search_loaders(cfg.data, env, cfg.seed)
+    runtime = SearchRuntime(cfg, env, member_loaders, ddp_loaders, run_dir, metrics, log)
+    recorder = SearchRecorder(run_dir, env, runtime, cfg, log, pictures=cfg.pictures)
+    state, trained = recorder.resume(1, len(cfg.search.ops), allow=cfg.resume)
+    genotype = run_search(runtime, state, recorder.on_decision, trained,
+                          supernet=SupernetStageA(op_cap=op_cap, stage=supernet))
+    recorder.finish(state, genotype, name=cfg.note)
+    return genotype

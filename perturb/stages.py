@@ -37,11 +37,12 @@ from perturb.config import RESULT_SECTIONS
 from perturb.runtime import SearchRuntime
 from perturb.scoring import Candidate, PerturbResult
 from perturb.stage_a_records import MemberRecords, exchange
-from perturb.selection import (coarse_select, expand_edge, genotype_from_cell, importance_order, keep_edges, keep_op,
-                               most_important, node_visit_order, random_cell, real_ops, select_node_edges)
+from perturb.config import StageConfig
+from perturb.selection import (coarse_select, expand_edge, importance_order, keep_edges, keep_op, most_important,
+                               node_visit_order, random_cell, real_ops, select_node_edges, supernet_cell)
 from space.genotype import Genotype
 from space.ops import NONE_OP
-from space.search_network import NUM_EDGES, EdgeCandidates, SearchNetwork, node_edges
+from space.search_network import NUM_EDGES, EdgeCandidates, SearchNetwork, genotype_from_edges, node_edges
 
 @dataclass
 class SearchState:
@@ -93,19 +94,23 @@ OnDecision = Callable[[SearchState, SearchNetwork | None, torch.optim.Optimizer 
 
 def run_search(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
                trained: tuple[SearchNetwork, torch.optim.Optimizer] | None = None,
-               on_progress: Callable[[SearchState], None] = lambda state: None) -> Genotype:
-    """Run (or continue) the stages from ``state``; ``trained``: the network/optimizer of a resumed B-D state;
-    ``on_progress(state)`` after every stage-A unit of this rank (no collective)."""
+               on_progress: Callable[[SearchState], None] = lambda state: None,
+               supernet: "SupernetStageA | None" = None) -> Genotype:
+    """Run (or continue) the stages from ``state``; ``trained``: the network/optimizer of a resumed state;
+    ``on_progress(state)`` after every stage-A unit of this rank (no collective). ``supernet``: stage A is
+    computed on one supernet (:func:`stage_a_on_supernet`) instead of a population."""
     for stage, run in (("A", stage_a), ("B", stage_b), ("C", stage_c), ("D", stage_d)):
         if state.stage != stage:
             continue
         started = time.time()
-        if stage == "A":
+        if stage == "A" and supernet is not None:
+            trained = stage_a_on_supernet(runtime, state, on_decision, trained, supernet)
+        elif stage == "A":
             trained = stage_a(runtime, state, on_decision, on_progress)
         else:
             trained = run(runtime, state, on_decision, *(trained if stage in ("C", "D") else ()))
         state.stage_seconds[stage] = state.stage_seconds.get(stage, 0.0) + time.time() - started
-    return genotype_from_cell(state.current_cell())
+    return genotype_from_edges(state.current_cell())
 
 
 class StageClock:
@@ -224,6 +229,54 @@ def kill_for_test(debug, rank: int, reason: str) -> None:
         return
     marker.write_text(reason + "\n")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---- stage A on a supernet (the PertNAS supernet variant) --------------------------------------
+@dataclass(frozen=True)
+class SupernetStageA:
+    """Stage A computed on one supernet: ``op_cap`` ops per edge (None: all; :func:`supernet_cell`), trained
+    with DDP for ``stage``'s budget, then every op of every edge scored by perturb-val."""
+
+    op_cap: int | None
+    stage: StageConfig
+
+
+def stage_a_on_supernet(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
+                        trained: tuple[SearchNetwork, torch.optim.Optimizer] | None, supernet: SupernetStageA) -> None:
+    """The PertNAS supernet variant's stage A, for a one-member state (npop 1): train the equal-weight
+    supernet of :func:`supernet_cell` on all ranks (a decision: checkpointed with its network), then per edge
+    e = 0..13 perturb-val the ops present on e (candidates sharded over ranks) into row e of S; ops absent
+    from an edge score NaN, which ranks last in stage B. Each edge is a decision (its details in
+    ``state.units["S,<e>"]``), so a restart resumes at the next unscored edge. ``trained``: the supernet and
+    its optimizer restored from a checkpoint."""
+    search = runtime.cfg.search
+    ops = list(search.ops)
+    if trained is None:
+        cell = supernet_cell(ops, supernet.op_cap, runtime.cfg.seed)
+        network = runtime.new_network(cell, "supernet")
+        optimizer = runtime.train(network, supernet.stage, key="supernet", distributed=True, tag="supernet")
+        state.decisions.append({"stage": "supernet", "cell": [list(c) for c in cell]})
+        state.step += 1
+        on_decision(state, network, optimizer, None)
+    else:
+        network, optimizer = trained
+    for edge in range(NUM_EDGES):
+        if f"S,{edge}" in state.units:
+            continue  # scored before a restart
+        present = list(network.candidates["normal"][edge])
+        result = runtime.score(network, optimizer, [Candidate(edge, op) for op in present], supernet.stage,
+                               key=f"supernet/e{edge}", shard=True, tag=f"supernet edge {edge}", keep=search.top_k)
+        row = [math.nan] * len(ops)
+        for op, score in zip(present, result.scores):
+            row[ops.index(op)] = score
+        state.member_scores[0][edge] = row
+        state.units[f"S,{edge}"] = {"ops": present, **result.to_record()}
+        state.step += 1
+        on_decision(state, network, optimizer, None)
+    state.average = [list(row) for row in state.member_scores[0]]
+    state.stage = "B"
+    state.step += 1
+    on_decision(state, None, None, None)
 
 
 # ---- stage B ------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The supernet searches: DARTS bilevel training, DARTS-PT projection, and the PertNAS supernet variant.
+"""The supernet searches: DARTS bilevel training and DARTS-PT projection (the PertNAS supernet variant,
+``method: pertnas``, is perturb/'s stage A computed on a supernet: perturb/search.py run_search_on_supernet).
 
 Bilevel loop (DARTS), per step of an epoch over search-train:
     1. architecture step (supernet/architect.py; first or second order) on a fresh search-val batch,
@@ -33,7 +34,6 @@ import hashlib
 import json
 import logging
 import math
-import random
 import time
 import warnings
 from pathlib import Path
@@ -55,11 +55,12 @@ from launch.seeding import seed_everything
 from launch.train import evaluate, to_channels_last, train_step
 from perturb.measure import SearchValMeasure
 from perturb.projection import decide, fallback_ops, projection_plan
+from perturb.search import run_search_on_supernet
 from space.genotype import Genotype
 from space.pictures import draw_genotype
 from space.search_network import SearchNetwork, normalize_candidates
 from supernet.architect import Architect
-from supernet.config import SupernetConfig
+from supernet.config import SupernetConfig, evolution_config
 from supernet.derive import genotype_from_alphas, genotype_from_masks
 from supernet.pictures import make_gif, save_heatmap
 
@@ -453,7 +454,8 @@ def run_supernet_search(cfg: SupernetConfig) -> Genotype | None:
             prepare_run_dir(run_dir, env, cfg)
             write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
             metrics = MetricsLogger(run_dir, env)
-            return run_pertnas_supernet(cfg, env, run_dir, log, metrics)
+            return run_search_on_supernet(evolution_config(cfg), env, run_dir, log, metrics,
+                                          op_cap=cfg.pertnas.op_cap, supernet=cfg.pertnas.supernet)
         loaders = build_loaders(cfg.data, rank=env.rank, world_size=env.world_size, seed=cfg.seed, device=env.device)
         search = BilevelSearch(cfg, env, loaders, run_dir, log, None)
         search.resume(cfg.resume)  # a checkpoint that does not fit is refused here, before config.yaml moves
@@ -470,68 +472,3 @@ def run_supernet_search(cfg: SupernetConfig) -> Genotype | None:
         if metrics is not None:
             metrics.close()
         shutdown_distributed()
-
-
-# ---- the PertNAS supernet variant ------------------------------------------------------------------
-def supernet_cell(ops: Sequence[str], op_cap: int | None, seed: int) -> tuple[tuple[str, ...], ...]:
-    """The candidates of the PertNAS supernet: every op of ``ops`` on every edge, or ``op_cap`` of them drawn
-    per edge by a generator seeded with (seed, edge), listed in ``ops`` order."""
-    cell = []
-    for edge in range(14):
-        if op_cap is None or op_cap >= len(ops):
-            cell.append(tuple(ops))
-            continue
-        chosen = set(random.Random(f"pertnas-supernet/{seed}/{edge}").sample(list(ops), op_cap))
-        cell.append(tuple(op for op in ops if op in chosen))
-    return tuple(cell)
-
-
-def run_pertnas_supernet(cfg: SupernetConfig, env: DistEnv, run_dir: Path, log: logging.Logger,
-                         metrics: MetricsLogger) -> Genotype:
-    """Train the equal-weight supernet, score every op of every edge by perturb-val (sharded over ranks;
-    ops absent from an edge score NaN, which ranks last), then the evolutionary stages B-D (perturb/)."""
-    from perturb.outputs import SearchRecorder
-    from perturb.runtime import SearchRuntime, build_search_loaders
-    from perturb.scoring import Candidate
-    from perturb.stages import run_search
-    from supernet.config import evolution_config
-
-    ecfg = evolution_config(cfg)
-    member_loaders, ddp_loaders = build_search_loaders(ecfg.data, env, cfg.seed)
-    runtime = SearchRuntime(ecfg, env, member_loaders, ddp_loaders, run_dir, metrics, log)
-    recorder = SearchRecorder(run_dir, env, runtime, ecfg, log, pictures=cfg.pictures)
-    ops = list(ecfg.search.ops)
-    state, trained = recorder.resume(1, len(ops), allow=cfg.resume)
-    stage = cfg.pertnas.supernet
-    if state.stage == "A":
-        if trained is None:
-            cell = supernet_cell(ops, cfg.pertnas.op_cap, cfg.seed)
-            network = runtime.new_network(cell, "supernet")
-            optimizer = runtime.train(network, stage, key="supernet", distributed=True, tag="supernet")
-            state.decisions.append({"stage": "supernet", "cell": [list(c) for c in cell]})
-            state.step += 1
-            recorder.on_decision(state, network, optimizer, None)
-        else:
-            network, optimizer = trained
-        for edge in range(14):
-            if f"S,{edge}" in state.units:
-                continue  # scored before a restart
-            present = [op for op in network.candidates["normal"][edge]]
-            result = runtime.score(network, optimizer, [Candidate(edge, op) for op in present], stage,
-                                   key=f"supernet/e{edge}", shard=True, tag=f"supernet edge {edge}",
-                                   keep=ecfg.search.top_k)
-            row = [math.nan] * len(ops)
-            for op, score in zip(present, result.scores):
-                row[ops.index(op)] = score
-            state.member_scores[0][edge] = row
-            state.units[f"S,{edge}"] = {"ops": present, **result.to_record()}
-            state.step += 1
-            recorder.on_decision(state, network, optimizer, None)
-        state.average = [list(row) for row in state.member_scores[0]]
-        state.stage = "B"
-        state.step += 1
-        recorder.on_decision(state, None, None, None)
-        trained = None
-    genotype = run_search(runtime, state, recorder.on_decision, trained)
-    recorder.finish(state, genotype, name=cfg.note)
-    return genotype
