@@ -18,25 +18,21 @@ Every decision of B-D (and the end of A) increments ``state.step`` and calls ``o
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import logging
 import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from launch.distributed import abort_waits_on_error, wait_for_all
-from launch.fingerprint import result_fingerprint
-from perturb.config import RESULT_SECTIONS
-from perturb.runtime import SearchRuntime
+from perturb.runtime import RunCounters, SearchRuntime
 from perturb.scoring import Candidate, PerturbResult
-from perturb.stage_a_records import MemberRecords, exchange
+from perturb.stage_a_records import exchange
 from perturb.config import StageConfig
 from perturb.selection import (coarse_select, expand_edge, importance_order, keep_edges, keep_op, most_important,
                                node_visit_order, random_cell, real_ops, select_node_edges, supernet_cell)
@@ -51,11 +47,12 @@ class SearchState:
     member_scores[m][e]: member m's scores for the ops of edge e (NaN until scored); average: S after A;
     cell: the current cell during B-D (14 lists of op names); c_done / d_done: decisions made in C / D;
     decisions: one record per decision; units: stage-A details per "m,e" (reference accuracy,
-    accuracies, weight digests); elapsed_s: wall time of the run so far (across restarts);
-    stage_seconds: wall time per stage (a stage interrupted by a restart counts from its resumption);
-    phase_seconds: rank 0's seconds per stage in training ("train") and perturb-val ("score");
-    progress: per stage, units (stage A: rank 0's member-edge units; C, D: decisions) done of total,
-    seconds per unit and the ETA (:class:`StageClock`).
+    accuracies, weight digests); elapsed_s: wall time of the run before this process took over
+    (:meth:`wall_time` adds this process's; a checkpoint holds the sum); stage_seconds: wall time per stage
+    (a stage interrupted by a restart counts from its resumption); progress: per stage, units (stage A:
+    rank 0's member-edge units; C, D: decisions) done of total, seconds per unit and the ETA
+    (:class:`StageClock`); counters: what the runtime counts (perturb/runtime.py RunCounters: rank 0's
+    seconds per stage in training and perturb-val, the epochs logged).
     """
 
     stage: str = "A"
@@ -68,21 +65,34 @@ class SearchState:
     decisions: list = field(default_factory=list)
     units: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
-    epochs_logged: int = 0
     stage_seconds: dict = field(default_factory=dict)
-    phase_seconds: dict = field(default_factory=dict)
     progress: dict = field(default_factory=dict)
+    counters: RunCounters = field(default_factory=RunCounters)
+
+    def __post_init__(self) -> None:
+        self._resumed_at = time.time()  # when this process took over: elapsed_s counts the time before
 
     @classmethod
     def fresh(cls, npop: int, n_ops: int) -> "SearchState":
         return cls(member_scores=[[[math.nan] * n_ops for _ in range(NUM_EDGES)] for _ in range(npop)])
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def wall_time(self) -> float:
+        """Seconds of the search so far, across restarts."""
+        return self.elapsed_s + time.time() - self._resumed_at
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "SearchState":
-        return cls(**data)
+    def state_dict(self) -> dict:
+        """A copy of the state as plain Python values, ``elapsed_s`` up to now (a checkpoint's "search")."""
+        return {**asdict(self), "elapsed_s": self.wall_time()}
+
+    def load_state_dict(self, data: dict) -> None:
+        """Take the state of :meth:`state_dict` (a checkpoint's), in place; a malformed one raises
+        TypeError or ValueError (CheckpointManager.restoring turns it into one line)."""
+        if not isinstance(data, dict) or set(data) != {f.name for f in fields(self)}:
+            raise ValueError("the search state has other fields than this version's")
+        loaded = SearchState(**{**data, "counters": RunCounters(**data["counters"])})
+        for name in data:
+            setattr(self, name, getattr(loaded, name))
+        self._resumed_at = time.time()
 
     def current_cell(self) -> EdgeCandidates:
         return tuple(tuple(ops) for ops in self.cell)
@@ -99,6 +109,7 @@ def run_search(runtime: SearchRuntime, state: SearchState, on_decision: OnDecisi
     """Run (or continue) the stages from ``state``; ``trained``: the network/optimizer of a resumed state;
     ``on_progress(state)`` after every stage-A unit of this rank (no collective). ``supernet``: stage A is
     computed on one supernet (:func:`stage_a_on_supernet`) instead of a population."""
+    runtime.counters = state.counters  # the runtime counts into the state, which the checkpoints hold
     for stage, run in (("A", stage_a), ("B", stage_b), ("C", stage_c), ("D", stage_d)):
         if state.stage != stage:
             continue
@@ -154,8 +165,7 @@ def stage_a(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
     (launch.distributed.wait_for_all: no timeout can fire however long the slowest member takes), then
     all results are exchanged over the process group and averaged."""
     env, search = runtime.env, runtime.cfg.search
-    settings = json.dumps(result_fingerprint(runtime.cfg, RESULT_SECTIONS), sort_keys=True)
-    files = MemberRecords(runtime.run_dir, len(search.ops), hashlib.sha256(settings.encode()).hexdigest())
+    files = runtime.stage_a_records
     own: dict[int, dict] = {}
     members = list(range(env.rank, search.npop, env.world_size))
     clock = StageClock("A", len(members) * NUM_EDGES, runtime.log, state)

@@ -44,7 +44,7 @@ import torch.nn as nn
 
 from data.loaders import BatchStream, Loaders, build_loaders
 from common.atomic import write_json_atomically
-from launch.checkpoint import CheckpointManager, load_model_state
+from launch.checkpoint import CheckpointManager, ModelWeights
 from launch.config import config_to_dict
 from launch.distributed import (DistEnv, all_gather_cat, all_reduce_sum, broadcast_tensor, init_distributed,
                                 shutdown_distributed, wrap_ddp)
@@ -137,58 +137,39 @@ class BilevelSearch:
         self.val_stream = BatchStream(loaders.arch_val)
         self.checkpoints = CheckpointManager(run_dir, env, keep=2)
         self.pictures = cfg.pictures and env.is_main
-        self.state = {"phase": "train", "epoch": 0, "history": [], "projection": None, "elapsed_s": 0.0}
-        self._started = time.time()
+        self.progress = BilevelProgress(cfg.epochs)
         self._fixed_val: list[Batch] | None = None
+
+    @property
+    def state(self) -> dict:
+        """Where the search stands (:class:`BilevelProgress`): phase, epoch, history, projection."""
+        return self.progress.values
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def _checkpoint_step(self) -> int:
         projection = self.state["projection"]
         return self.state["epoch"] + (projection["done"] if projection else 0)
 
+    def components(self) -> dict:
+        """The checkpoint components of this search, in loading order (the masks before the weights)."""
+        return {"search": self.progress, "masks": NetworkMasks(self.network), "model": ModelWeights(self.network),
+                "weight_optimizer": self.weight_optimizer, "arch_optimizer": self.arch_optimizer,
+                "scheduler": self.scheduler, "val_stream": self.val_stream}
+
     def save(self) -> None:
         """A checkpoint of everything needed to continue (collective)."""
-        self.state["elapsed_s"] = self._elapsed()
-        state = {
-            "search": json.dumps(self.state),
-            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()},
-            "masks": self.network.mask_state(),
-            "weight_optimizer": self.weight_optimizer.state_dict(),
-            "arch_optimizer": self.arch_optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "val_stream": self.val_stream.state(),
-        }
-        self.checkpoints.save(self._checkpoint_step(), state)
+        self.checkpoints.save_components(self._checkpoint_step(), self.components())
 
     def resume(self, allow: bool) -> bool:
         """Load the newest checkpoint (``allow``) or delete old ones; True when resumed."""
-        if not allow:
-            if self.env.is_main:
-                for _, path in self.checkpoints.list_checkpoints():
-                    path.unlink(missing_ok=True)
+        if not self.checkpoints.resume(self.components(), allow=allow, expect=CHECKPOINT_STATE):
             return False
-        saved = self.checkpoints.load_latest(expect=CHECKPOINT_STATE)
-        if saved is None:
-            return False
-        source = str(self.checkpoints.loaded_path)
-        with self.checkpoints.restoring():
-            state = json.loads(saved["search"])
-            if not _search_state_ok(state, self.cfg.epochs):
-                raise ValueError("the search state is malformed")
-            self.network.load_mask_state(saved["masks"])
-            load_model_state(self.network, saved["model"], source=source)
-            self.weight_optimizer.load_state_dict(saved["weight_optimizer"])
-            self.arch_optimizer.load_state_dict(saved["arch_optimizer"])
-            self.scheduler.load_state_dict(saved["scheduler"])
-            self.val_stream.restore(saved["val_stream"])
-        self.state = state
-        self._started = time.time() - self.state["elapsed_s"]
         self.log.info("resumed from checkpoint %d (phase %s, epoch %d)", self._checkpoint_step(),
                       self.state["phase"], self.state["epoch"])
         return True
 
     def _elapsed(self) -> float:
-        return time.time() - self._started
+        return self.progress.wall_time()
 
     # ---- bilevel training ------------------------------------------------------------------------
     def train(self, stop_after: int | None = None) -> bool:
@@ -328,7 +309,7 @@ class BilevelSearch:
         measure = SearchValMeasure(self.projection_batches(), measurement=cfg.projection.measurement,
                                    calibration=self.calibration_batches(), env=env)  # the same data on every rank
         tune_stream = BatchStream(self.loaders.search_train)
-        tune_stream.restore(projection["tune_stream"])
+        tune_stream.load_state_dict(projection["tune_stream"])
         plan = projection["plan"]
         epoch_steps, total_epochs = self.tuning_plan(plan)
         while projection["done"] < len(plan):
@@ -342,7 +323,7 @@ class BilevelSearch:
                 epochs = cfg.projection.final_tune_epochs if last else cfg.projection.tune_epochs
                 self._tune(tune_stream, epochs * epoch_steps, epoch_steps, total_epochs)
             projection["done"] = index + 1
-            projection["tune_stream"] = tune_stream.state()
+            projection["tune_stream"] = tune_stream.state_dict()
             if self.metrics is not None and "reference" in record:
                 self.metrics.log(cfg.epochs + index + 1, **{"projection/reference_top1": record["reference"]})
             if projection["done"] == len(plan):
@@ -407,6 +388,44 @@ class BilevelSearch:
             "device_hours": wall * self.env.world_size / 3600.0, "epochs": self.state["epoch"],
             "config": config_to_dict(cfg)})
         self.log.info("genotype: %s", genotype)
+
+
+class BilevelProgress:
+    """Where a bilevel search stands, as a checkpoint component: ``values`` = phase ("train", "project",
+    "done"), epoch, history (the genotype after each epoch), projection (DARTS-PT: plan, decisions done,
+    records, tuning position) and elapsed_s, the wall time before this process took over; its state is
+    JSON text with elapsed_s up to now."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+        self.values = {"phase": "train", "epoch": 0, "history": [], "projection": None, "elapsed_s": 0.0}
+        self._resumed_at = time.time()
+
+    def wall_time(self) -> float:
+        """Seconds of the search so far, across restarts."""
+        return self.values["elapsed_s"] + time.time() - self._resumed_at
+
+    def state_dict(self) -> str:
+        return json.dumps({**self.values, "elapsed_s": self.wall_time()})
+
+    def load_state_dict(self, text: str) -> None:
+        values = json.loads(text)
+        if not _search_state_ok(values, self.epochs):
+            raise ValueError("the search state is malformed")
+        self.values, self._resumed_at = values, time.time()
+
+
+class NetworkMasks:
+    """A search network's op masks (which candidates a projection removed) as a checkpoint component."""
+
+    def __init__(self, network: SearchNetwork):
+        self.network = network
+
+    def state_dict(self) -> dict:
+        return self.network.mask_state()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_mask_state(state)
 
 
 def _search_state_ok(state: object, epochs: int) -> bool:
