@@ -14,6 +14,9 @@ Per epoch e = 0..E-1:
 A rerun in the same run dir resumes from the newest good checkpoint. The test split is evaluated once, at
 the end: the final model and, if a held-out split picked one, the best-on-validation model.
 
+Code: build_seed_training (setup), resume_training, train_and_validate_epoch (one epoch), evaluate_on_test,
+build_report; train_one_seed runs them in that order.
+
 Run dir layout: config.yaml, fingerprint.json (launch/fingerprint.py: a resume with other results-changing
 settings or another genotype is refused), log.txt, metrics.jsonl, tensorboard/, checkpoints/, best/checkpoints/,
 report.json. With several seeds: <run_dir>/seed_<s>/ each, and <run_dir>/summary.json.
@@ -23,7 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -33,7 +36,8 @@ import torch.nn as nn
 
 from data.autoaugment import AutoAugment
 from data.augment import random_cutout
-from data.loaders import build_loaders
+from data.epoch_loader import EpochLoader
+from data.loaders import Loaders, build_loaders
 from evaluation.complexity import model_size
 from evaluation.recipe import EvalConfig
 from evaluation.report import REPORT_FILE, SUMMARY_FILE, summarize_seeds, write_json
@@ -118,26 +122,57 @@ class _Sized:
         return self.length
 
 
-def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, env: DistEnv, *,
-                   genotype_name: str = "genotype", stop_after_epochs: int | None = None,
-                   logger: logging.Logger | None = None) -> dict | None:
-    """Train ``genotype`` from scratch with ``config`` in ``run_dir`` (resuming if it holds a checkpoint).
+@dataclass
+class SeedTraining:
+    """What one seed's training works with, built by :func:`build_seed_training`.
 
-    Every rank calls it. Returns the report (also written to run_dir/report.json on rank 0), or None when
-    ``stop_after_epochs`` epochs ran in this call before training finished (rerun to resume).
+    ``network`` is the plain EvalNetwork (checkpoints, drop path); ``model`` is the network as the steps run it
+    (torch.compile'd and/or inside DDP). ``train_loader`` is search-train with a held-out validation split
+    (``val_loader`` then search-val), else the whole training split (``val_loader`` None).
     """
-    session_start = time.time()
-    run_dir = make_run_dir(run_dir, env)
-    fingerprint = {**result_fingerprint(config, RESULT_SECTIONS), **genotype_fingerprint(genotype)}
-    check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)  # before anything in run_dir changes
+
+    loaders: Loaders
+    train_loader: EpochLoader
+    val_loader: EpochLoader | None
+    network: EvalNetwork
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR  # launch.schedules.build_scheduler
+    criterion: nn.Module
+    size: dict  # model_size(): params_m, multiply_adds_m
+    steps_per_epoch: int
+    cutout_after_policy: int  # cutout size applied after AutoAugment (0: none, or the loader cuts out)
+    cpu_channels_last: bool  # convert batches to channels_last on the CPU (CUDA batches already are)
+
+
+@dataclass
+class TrainingRecord:
+    """The epochs done so far: fresh, or as a resumed checkpoint holds them.
+
+    ``history`` has one record per finished epoch (train_loss, train_top1, lr, ... ; val_* with a held-out
+    split), ``best`` is ``{"epoch", "top1"}`` of the best validation epoch so far (None before any),
+    ``elapsed_before`` the wall time of earlier sessions in seconds.
+    """
+
+    start_epoch: int = 0
+    elapsed_before: float = 0.0
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"epoch": None, "top1": None})
+    resumed: bool = False
+
+
+def build_seed_training(config: EvalConfig, genotype: Genotype, env: DistEnv) -> SeedTraining:
+    """Seed this rank and build the loaders, network, optimizer (SGD), LR schedule and loss of one run.
+
+    Refuses (ConfigError) SyncBatchNorm off CUDA and a cutout larger than the images. With AutoAugment the
+    loader does not cut out: cutout comes after the policy (as in the paper), in :func:`epoch_batches`.
+    """
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
     seed_everything(config.seed, env.rank, deterministic=config.deterministic)
     device = env.device
-
     if config.sync_batchnorm and env.is_distributed and device.type != "cuda":
         raise ConfigError("needs CUDA (torch's SyncBatchNorm does not run on the CPU)", key="sync_batchnorm")
-    # With AutoAugment, cutout comes after the policy (as in the paper), so the loader must not cut out first.
     cutout_after_policy = config.data.cutout if config.autoaugment and config.data.augment else 0
     data_config = replace(config.data, cutout=0) if cutout_after_policy else config.data
     loaders = build_loaders(data_config, rank=env.rank, world_size=env.world_size, seed=config.seed, device=device)
@@ -148,14 +183,12 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     train_loader = loaders.search_train if config.holdout_validation else loaders.train
     val_loader = loaders.search_val if config.holdout_validation else None
 
-    model = build_network(config, genotype, info.num_classes, info.in_channels).to(device)
-    size = model_size(model, (info.in_channels, *loaders.image_size))
-    to_channels_last(model, device, config.channels_last)
-    cpu_channels_last = bool(config.channels_last) and device.type != "cuda"  # CUDA batches already are
+    network = build_network(config, genotype, info.num_classes, info.in_channels).to(device)
+    size = model_size(network, (info.in_channels, *loaders.image_size))
+    to_channels_last(network, device, config.channels_last)
     if config.sync_batchnorm and env.is_distributed:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    network = model
-    model = wrap_ddp(maybe_compile(model, config.compile), env)
+        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    model = wrap_ddp(maybe_compile(network, config.compile), env)
 
     optim = config.optim
     optimizer = torch.optim.SGD(network.parameters(), lr=optim.lr, momentum=optim.momentum,
@@ -167,114 +200,151 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
                                 min_lr=optim.min_lr, warmup_steps=optim.warmup_epochs * steps_per_epoch,
                                 power_k=optim.power_k, steps_per_epoch=steps_per_epoch,
                                 per_epoch=optim.schedule_per == "epoch", gamma=optim.gamma)
-    criterion = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
+    return SeedTraining(
+        loaders=loaders, train_loader=train_loader, val_loader=val_loader, network=network, model=model,
+        optimizer=optimizer, scheduler=scheduler,
+        criterion=nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing), size=size,
+        steps_per_epoch=steps_per_epoch, cutout_after_policy=cutout_after_policy,
+        cpu_channels_last=bool(config.channels_last) and device.type != "cuda")
 
-    checkpoints = CheckpointManager(run_dir, env, keep=config.keep_checkpoints)
-    best_checkpoints = CheckpointManager(run_dir / "best", env, keep=1)
-    start_epoch, elapsed_before, history = 0, 0.0, []
-    best = {"epoch": None, "top1": None}
+
+def resume_training(training: SeedTraining, checkpoints: CheckpointManager, epochs: int) -> TrainingRecord:
+    """The record of the newest good checkpoint in ``checkpoints``, with the weights, optimizer, scheduler
+    and RNG states it holds loaded into ``training``; a fresh record when there is none.
+
+    Raises CheckpointInvalid when the checkpoint's training record does not fit a run of ``epochs``. Nothing
+    in the run dir changes here, so a refusal leaves it as it was.
+    """
     resumed = checkpoints.load_latest(expect=EPOCH_STATE)
-    if resumed is not None:  # checked and loaded before the run dir is touched: a refusal changes nothing
-        with checkpoints.restoring():
-            load_model_state(network, resumed["model"], source=str(checkpoints.loaded_path))
-            optimizer.load_state_dict(resumed["optimizer"])
-            scheduler.load_state_dict(resumed["scheduler"])
-            start_epoch, elapsed_before = resumed["epoch"], float(resumed["elapsed_s"])
-            history, best = resumed["history"], resumed["best"]
-        problem = _resume_problem(start_epoch, history, best, config.epochs)
-        if problem:
-            raise CheckpointInvalid(f"{checkpoints.loaded_path} passes its checksum but {problem}; {START_ANEW}")
-    prepare_run_dir(run_dir, env, config)
-    check_fingerprint(run_dir, fingerprint, is_main=env.is_main)
-    logger = logger or get_logger("train_eval", env, run_dir)
-    if resumed is not None:
-        logger.info("resumed from epoch %d in %s", start_epoch, run_dir)
-    logger.info("%s: %.3fM params, %.2fM multiply-adds, %d steps/epoch x %d epochs on %s x %d",
-                genotype_name, size["params_m"], size["multiply_adds_m"], steps_per_epoch, config.epochs,
-                device.type, env.world_size)
+    if resumed is None:
+        return TrainingRecord()
+    with checkpoints.restoring():
+        load_model_state(training.network, resumed["model"], source=str(checkpoints.loaded_path))
+        training.optimizer.load_state_dict(resumed["optimizer"])
+        training.scheduler.load_state_dict(resumed["scheduler"])
+        record = TrainingRecord(start_epoch=resumed["epoch"], elapsed_before=float(resumed["elapsed_s"]),
+                                history=resumed["history"], best=resumed["best"], resumed=True)
+    problem = _resume_problem(record.start_epoch, record.history, record.best, epochs)
+    if problem:
+        raise CheckpointInvalid(f"{checkpoints.loaded_path} passes its checksum but {problem}; {START_ANEW}")
+    return record
 
-    metrics = MetricsLogger(run_dir, env)
-    epochs_this_call = 0
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-                logger.info("stopping after %d epochs as asked; rerun to resume from epoch %d", epochs_this_call, epoch)
-                return None
-            epoch_start = time.time()
-            network.drop_path_prob = config.network.drop_path_prob * epoch / config.epochs
-            train_loader.set_epoch(epoch)
-            transforms = []
-            if config.autoaugment:
-                words = np.random.SeedSequence([config.seed, _AUGMENT_STREAM, env.rank, epoch]).generate_state(1)
-                generator = torch.Generator(device=device).manual_seed(int(words[0]))
-                transforms.append(AutoAugment(info.mean, info.std, generator=generator))
-                if cutout_after_policy:
-                    transforms.append(functools.partial(_cutout, size=cutout_after_policy, generator=generator))
-            if cpu_channels_last:
-                transforms.append(_to_channels_last)
-            batches = _Sized(_mapped(train_loader, transforms), len(train_loader)) if transforms else train_loader
-            train = train_epoch(model, batches, optimizer, env=env, max_steps=config.max_steps_per_epoch,
-                                desc=f"epoch {epoch + 1}/{config.epochs}", criterion=criterion,
-                                grad_clip=optim.grad_clip, aux_weight=config.network.auxiliary_weight,
-                                scheduler=scheduler, precision=config.precision)
-            record = {"epoch": epoch + 1, "train_loss": train["loss"], "train_top1": train["top1"],
-                      "lr": scheduler.get_last_lr()[0], "drop_path_prob": network.drop_path_prob}
-            if val_loader is not None:
-                val_loader.set_epoch(0)
-                val = evaluate(model, val_loader, env=env, criterion=criterion, desc="validation",
-                               precision=config.precision)
-                record.update(val_loss=val["loss"], val_top1=val["top1"])
-                if best["top1"] is None or val["top1"] > best["top1"]:
-                    best = {"epoch": epoch + 1, "top1": val["top1"]}
-                    best_checkpoints.save(epoch + 1, {"model": model_state(network), "epoch": epoch + 1,
-                                                      "val_top1": val["top1"]})
-            record["epoch_time_s"] = time.time() - epoch_start
-            history.append(record)
-            scalars = {"train/loss": train["loss"], "train/top1": train["top1"], "epoch/lr": record["lr"],
-                       "epoch/drop_path_prob": record["drop_path_prob"], "epoch/time_s": record["epoch_time_s"]}
-            if val_loader is not None:
-                scalars.update({"val/loss": record["val_loss"], "val/top1": record["val_top1"]})
-            metrics.log(epoch + 1, **scalars)
-            logger.info("epoch %d/%d: train loss %.4f top1 %.2f%s lr %.5f (%.0f s)", epoch + 1, config.epochs,
-                        train["loss"], train["top1"],
-                        f" | val loss {record['val_loss']:.4f} top1 {record['val_top1']:.2f}" if val_loader else "",
-                        record["lr"], record["epoch_time_s"])
-            checkpoints.save(epoch + 1, {
-                "model": model_state(network), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history, "best": best,
-                "elapsed_s": elapsed_before + time.time() - session_start})
-            epochs_this_call += 1
 
-        loaders.test.set_epoch(0)
-        final_test = evaluate(model, loaders.test, env=env, criterion=criterion, desc="test (final model)",
-                              precision=config.precision)
-        best_test = None
-        if best["epoch"] is not None:
-            best_state = best_checkpoints.load_latest(restore_rng=False, expect={"model": dict})
-            if best_state is None:
-                raise CheckpointInvalid(f"{best_checkpoints.directory} holds no readable checkpoint of the best "
-                                        f"epoch ({best['epoch']}); {START_ANEW}")
-            load_model_state(network, best_state["model"], source=str(best_checkpoints.loaded_path))
-            loaders.test.set_epoch(0)
-            best_test = evaluate(model, loaders.test, env=env, criterion=criterion, desc="test (best on val)",
-                                 precision=config.precision)
-        metrics.log(config.epochs, **{"test/final_top1": final_test["top1"]})
-    finally:
-        metrics.close()
+def epoch_batches(config: EvalConfig, training: SeedTraining, env: DistEnv, epoch: int) -> Iterable:
+    """The training batches of ``epoch``: the loader's, then (in this order, where on) AutoAugment, cutout
+    after the policy and the CPU channels_last conversion. The augmentations draw from a generator seeded by
+    (seed, stream, rank, epoch), so a resumed run draws what an unbroken one does."""
+    transforms = []
+    if config.autoaugment:
+        words = np.random.SeedSequence([config.seed, _AUGMENT_STREAM, env.rank, epoch]).generate_state(1)
+        generator = torch.Generator(device=env.device).manual_seed(int(words[0]))
+        info = training.loaders.info
+        transforms.append(AutoAugment(info.mean, info.std, generator=generator))
+        if training.cutout_after_policy:
+            transforms.append(functools.partial(_cutout, size=training.cutout_after_policy, generator=generator))
+    if training.cpu_channels_last:
+        transforms.append(_to_channels_last)
+    loader = training.train_loader
+    return _Sized(_mapped(loader, transforms), len(loader)) if transforms else loader
 
-    wall_time_s = elapsed_before + time.time() - session_start
-    report = {
+
+def train_and_validate_epoch(config: EvalConfig, training: SeedTraining, env: DistEnv, epoch: int,
+                             record: TrainingRecord, best_checkpoints: CheckpointManager) -> dict:
+    """Train epoch ``epoch`` (0-based), then score the held-out split if there is one; returns the epoch's
+    history entry, also appended to ``record.history``.
+
+    The drop-path probability is p * epoch / epochs. A better validation top-1 than ``record.best`` updates
+    it and saves the weights to ``best_checkpoints``.
+    """
+    epoch_start = time.time()
+    network = training.network
+    network.drop_path_prob = config.network.drop_path_prob * epoch / config.epochs
+    training.train_loader.set_epoch(epoch)
+    train = train_epoch(training.model, epoch_batches(config, training, env, epoch), training.optimizer, env=env,
+                        max_steps=config.max_steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                        criterion=training.criterion, grad_clip=config.optim.grad_clip,
+                        aux_weight=config.network.auxiliary_weight, scheduler=training.scheduler,
+                        precision=config.precision)
+    entry = {"epoch": epoch + 1, "train_loss": train["loss"], "train_top1": train["top1"],
+             "lr": training.scheduler.get_last_lr()[0], "drop_path_prob": network.drop_path_prob}
+    if training.val_loader is not None:
+        training.val_loader.set_epoch(0)
+        val = evaluate(training.model, training.val_loader, env=env, criterion=training.criterion,
+                       desc="validation", precision=config.precision)
+        entry.update(val_loss=val["loss"], val_top1=val["top1"])
+        if record.best["top1"] is None or val["top1"] > record.best["top1"]:
+            record.best = {"epoch": epoch + 1, "top1": val["top1"]}
+            best_checkpoints.save(epoch + 1, {"model": model_state(network), "epoch": epoch + 1,
+                                              "val_top1": val["top1"]})
+    entry["epoch_time_s"] = time.time() - epoch_start
+    record.history.append(entry)
+    return entry
+
+
+def log_epoch(entry: dict, epochs: int, metrics: MetricsLogger, logger: logging.Logger) -> None:
+    """One history ``entry`` to metrics.jsonl / TensorBoard (train/*, val/*, epoch/*) and one log line."""
+    held_out = "val_top1" in entry
+    scalars = {"train/loss": entry["train_loss"], "train/top1": entry["train_top1"], "epoch/lr": entry["lr"],
+               "epoch/drop_path_prob": entry["drop_path_prob"], "epoch/time_s": entry["epoch_time_s"]}
+    if held_out:
+        scalars.update({"val/loss": entry["val_loss"], "val/top1": entry["val_top1"]})
+    metrics.log(entry["epoch"], **scalars)
+    logger.info("epoch %d/%d: train loss %.4f top1 %.2f%s lr %.5f (%.0f s)", entry["epoch"], epochs,
+                entry["train_loss"], entry["train_top1"],
+                f" | val loss {entry['val_loss']:.4f} top1 {entry['val_top1']:.2f}" if held_out else "",
+                entry["lr"], entry["epoch_time_s"])
+
+
+def epoch_checkpoint(training: SeedTraining, record: TrainingRecord, epochs_done: int, elapsed_s: float) -> dict:
+    """The state a per-epoch checkpoint holds (:data:`EPOCH_STATE`) after ``epochs_done`` epochs."""
+    return {"model": model_state(training.network), "optimizer": training.optimizer.state_dict(),
+            "scheduler": training.scheduler.state_dict(), "epoch": epochs_done, "history": record.history,
+            "best": record.best, "elapsed_s": elapsed_s}
+
+
+def evaluate_on_test(config: EvalConfig, training: SeedTraining, env: DistEnv, record: TrainingRecord,
+                        best_checkpoints: CheckpointManager) -> tuple[dict, dict | None]:
+    """Score the test split once with the final weights and, if a held-out split picked a best epoch, once
+    with that epoch's weights (loaded from ``best_checkpoints`` into the network, which keeps them).
+
+    Returns (final, best or None), each as :func:`launch.train.evaluate` returns it.
+    """
+    test_loader = training.loaders.test
+    test_loader.set_epoch(0)
+    final_test = evaluate(training.model, test_loader, env=env, criterion=training.criterion,
+                          desc="test (final model)", precision=config.precision)
+    if record.best["epoch"] is None:
+        return final_test, None
+    best_state = best_checkpoints.load_latest(restore_rng=False, expect={"model": dict})
+    if best_state is None:
+        raise CheckpointInvalid(f"{best_checkpoints.directory} holds no readable checkpoint of the best "
+                                f"epoch ({record.best['epoch']}); {START_ANEW}")
+    load_model_state(training.network, best_state["model"], source=str(best_checkpoints.loaded_path))
+    test_loader.set_epoch(0)
+    best_test = evaluate(training.model, test_loader, env=env, criterion=training.criterion,
+                         desc="test (best on val)", precision=config.precision)
+    return final_test, best_test
+
+
+def build_report(config: EvalConfig, genotype: Genotype, genotype_name: str, training: SeedTraining,
+                 env: DistEnv, run_dir: Path, record: TrainingRecord, tests: tuple[dict, dict | None],
+                 wall_time_s: float) -> dict:
+    """The run's report.json: model size, test (final and best-on-validation), validation and last train
+    scores, wall time and device hours (wall time x world size), and the whole config."""
+    final_test, best_test = tests
+    history, best, val_loader = record.history, record.best, training.val_loader
+    return {
         "genotype": genotype_name,
         "genotype_cells": genotype.to_dict(name=genotype_name),
-        "dataset": info.name,
+        "dataset": training.loaders.info.name,
         "run_dir": str(run_dir),
         "seed": config.seed,
         "epochs": config.epochs,
-        "steps_per_epoch": steps_per_epoch,
+        "steps_per_epoch": training.steps_per_epoch,
         "global_batch_size": config.data.batch_size * env.world_size,
         "world_size": env.world_size,
-        "device": device.type,
-        **size,
+        "device": env.device.type,
+        **training.size,
         "test": {
             "final_top1": final_test["top1"], "final_top5": final_test["top5"], "final_loss": final_test["loss"],
             "final_error": 100.0 - final_test["top1"],
@@ -293,11 +363,58 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
         "device_hours": wall_time_s * env.world_size / 3600.0,
         "config": config_to_dict(config),
     }
+
+
+def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, env: DistEnv, *,
+                   genotype_name: str = "genotype", stop_after_epochs: int | None = None,
+                   logger: logging.Logger | None = None) -> dict | None:
+    """Train ``genotype`` from scratch with ``config`` in ``run_dir`` (resuming if it holds a checkpoint).
+
+    Every rank calls it. Returns the report (also written to run_dir/report.json on rank 0), or None when
+    ``stop_after_epochs`` epochs ran in this call before training finished (rerun to resume).
+    Steps: :func:`build_seed_training`, :func:`resume_training`, per epoch :func:`train_and_validate_epoch`
+    (+ log and checkpoint), :func:`evaluate_on_test`, :func:`build_report`.
+    """
+    session_start = time.time()
+    run_dir = make_run_dir(run_dir, env)
+    fingerprint = {**result_fingerprint(config, RESULT_SECTIONS), **genotype_fingerprint(genotype)}
+    check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)  # before anything in run_dir changes
+    training = build_seed_training(config, genotype, env)
+    checkpoints = CheckpointManager(run_dir, env, keep=config.keep_checkpoints)
+    best_checkpoints = CheckpointManager(run_dir / "best", env, keep=1)
+    record = resume_training(training, checkpoints, config.epochs)  # before the run dir is touched
+    prepare_run_dir(run_dir, env, config)
+    check_fingerprint(run_dir, fingerprint, is_main=env.is_main)
+    logger = logger or get_logger("train_eval", env, run_dir)
+    if record.resumed:
+        logger.info("resumed from epoch %d in %s", record.start_epoch, run_dir)
+    logger.info("%s: %.3fM params, %.2fM multiply-adds, %d steps/epoch x %d epochs on %s x %d",
+                genotype_name, training.size["params_m"], training.size["multiply_adds_m"],
+                training.steps_per_epoch, config.epochs, env.device.type, env.world_size)
+
+    metrics = MetricsLogger(run_dir, env)
+    try:
+        for epochs_this_call, epoch in enumerate(range(record.start_epoch, config.epochs)):
+            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+                logger.info("stopping after %d epochs as asked; rerun to resume from epoch %d", epochs_this_call, epoch)
+                return None
+            entry = train_and_validate_epoch(config, training, env, epoch, record, best_checkpoints)
+            log_epoch(entry, config.epochs, metrics, logger)
+            checkpoints.save(epoch + 1, epoch_checkpoint(training, record, epoch + 1,
+                                                         record.elapsed_before + time.time() - session_start))
+        tests = evaluate_on_test(config, training, env, record, best_checkpoints)
+        metrics.log(config.epochs, **{"test/final_top1": tests[0]["top1"]})
+    finally:
+        metrics.close()
+
+    report = build_report(config, genotype, genotype_name, training, env, run_dir, record, tests,
+                          record.elapsed_before + time.time() - session_start)
     if env.is_main:
         write_json(run_dir / REPORT_FILE, report)
+    final_test, best_test = tests
     logger.info("final test top1 %.2f%% (error %.2f%%)%s; report in %s", final_test["top1"],
                 100.0 - final_test["top1"],
-                f", best-on-val (epoch {best['epoch']}) test top1 {best_test['top1']:.2f}%" if best_test else "",
+                f", best-on-val (epoch {record.best['epoch']}) test top1 {best_test['top1']:.2f}%" if best_test else "",
                 run_dir / REPORT_FILE)
     return report
 
