@@ -50,6 +50,7 @@ from launch.fingerprint import check_fingerprint, result_fingerprint
 from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
+from launch.session import run_session
 from launch.train import evaluate, maybe_compile, to_channels_last, train_epoch
 from space.eval_network import EvalNetwork
 from space.genotype import Genotype
@@ -450,3 +451,16 @@ def train_seeds(config: EvalConfig, genotype: Genotype, run_dir: str | Path, env
         write_json(run_dir / SUMMARY_FILE, summary)
         get_logger("train_eval", env).info("%s; summary in %s", summary["headline"], run_dir / SUMMARY_FILE)
     return summary
+
+
+def run_evaluation(config: EvalConfig, genotype: Genotype, run_dir: str | Path, *, seeds: list[int] | None = None,
+                   genotype_name: str = "genotype", stop_after_epochs: int | None = None) -> dict | None:
+    """train_eval.py's driver: in one session (launch/session.py: process group, run directory; torn down on
+    exit), :func:`train_seeds` for ``seeds``, else :func:`train_one_seed` with the config's seed. Each run
+    seeds its ranks and opens its log and metrics in its own run directory. Returns the summary or report."""
+    with run_session(run_dir, device=config.device) as session:
+        if seeds:
+            return train_seeds(config, genotype, session.run_dir, session.env, list(seeds),
+                               genotype_name=genotype_name, stop_after_epochs=stop_after_epochs)
+        return train_one_seed(config, genotype, session.run_dir, session.env, genotype_name=genotype_name,
+                              stop_after_epochs=stop_after_epochs)

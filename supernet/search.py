@@ -46,12 +46,12 @@ from data.loaders import BatchStream, Loaders, build_loaders
 from common.atomic import write_json_atomically
 from launch.checkpoint import CheckpointManager, ModelWeights
 from launch.config import config_to_dict
-from launch.distributed import (DistEnv, all_gather_cat, all_reduce_sum, broadcast_tensor, init_distributed,
-                                shutdown_distributed, wrap_ddp)
+from launch.distributed import DistEnv, all_gather_cat, all_reduce_sum, broadcast_tensor, wrap_ddp
 from launch.fingerprint import check_fingerprint, result_fingerprint, write_fingerprint
-from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir, progress
+from launch.rundir import MetricsLogger, prepare_run_dir, progress
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
+from launch.session import run_session
 from launch.train import evaluate, to_channels_last, train_step
 from perturb.measure import SearchValMeasure
 from perturb.projection import decide, fallback_ops, projection_plan
@@ -457,37 +457,28 @@ def _write_json(path: Path, record: dict) -> None:
 def run_supernet_search(cfg: SupernetConfig) -> Genotype | None:
     """Run (or resume) the search of ``cfg`` in ``cfg.save/cfg.note`` on every rank; returns the genotype,
     or None when ``stop_after_epochs`` ended this invocation early."""
-    env = init_distributed(device=cfg.device)
-    metrics = None
-    try:
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
-        run_dir = make_run_dir(Path(cfg.save) / cfg.note, env)
+    with run_session(Path(cfg.save) / cfg.note, device=cfg.device, threads=cfg.threads, seed=cfg.seed) as session:
+        env, run_dir = session.env, session.run_dir
         fingerprint = result_fingerprint(cfg, RESULT_SECTIONS)
         if cfg.resume:  # before anything in the run dir changes
             check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)
-        log = get_logger("search_supernet", env, run_dir)
+        log = session.logger("search_supernet")
         log.info("supernet search (%s) on %d rank(s), device %s, run dir %s", cfg.method, env.world_size,
                  env.device, run_dir)
         if cfg.method == "pertnas":
             prepare_run_dir(run_dir, env, cfg)
             write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
-            metrics = MetricsLogger(run_dir, env)
-            return run_search_on_supernet(evolution_config(cfg), env, run_dir, log, metrics,
+            return run_search_on_supernet(evolution_config(cfg), env, run_dir, log, session.metrics(),
                                           op_cap=cfg.pertnas.op_cap, supernet=cfg.pertnas.supernet)
         loaders = build_loaders(cfg.data, rank=env.rank, world_size=env.world_size, seed=cfg.seed, device=env.device)
         search = BilevelSearch(cfg, env, loaders, run_dir, log, None)
         search.resume(cfg.resume)  # a checkpoint that does not fit is refused here, before config.yaml moves
         prepare_run_dir(run_dir, env, cfg)
         write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
-        metrics = search.metrics = MetricsLogger(run_dir, env)
+        search.metrics = session.metrics()
         if not search.train(stop_after=cfg.stop_after_epochs):
             return None
         search.project()
         genotype = search.genotype()
         search.finish(genotype)
         return genotype
-    finally:
-        if metrics is not None:
-            metrics.close()
-        shutdown_distributed()
