@@ -19,9 +19,8 @@ if __package__ in (None, ""):
 
 from data.config import BATCH_SIZE_HELP
 from evaluation.recipe import EvalConfig
-from evaluation.run import train_one_seed, train_seeds
+from evaluation.run import run_evaluation
 from launch.config import SEED_LIMIT, add_override_argument, load_config, parse_overrides
-from launch.distributed import init_distributed, shutdown_distributed
 from common.errors import ArgumentParser, UserInputError, cli_entry
 from space.genotype import builtin_names, genotype_name, load_genotype
 
@@ -76,16 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     genotype = load_genotype(args.genotype)  # a malformed genotype fails here, before any work
     name = genotype_name(args.genotype)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / "eval" / f"{name}_{config.data.dataset}"
-    env = init_distributed(device=config.device)
-    try:
-        if args.seeds:
-            train_seeds(config, genotype, run_dir, env, list(args.seeds), genotype_name=name,
-                        stop_after_epochs=args.stop_after_epochs)
-        else:
-            train_one_seed(config, genotype, run_dir, env, genotype_name=name,
-                           stop_after_epochs=args.stop_after_epochs)
-    finally:
-        shutdown_distributed()
+    run_evaluation(config, genotype, run_dir, seeds=args.seeds, genotype_name=name,
+                   stop_after_epochs=args.stop_after_epochs)
     return 0
 
 

@@ -45,14 +45,14 @@ class BatchStream:
         for _ in range(count):
             yield self.next_batch()
 
-    def state(self) -> dict:
+    def state_dict(self) -> dict:
         """Position as ``{"epoch": e, "batch_in_epoch": b}`` (a finished epoch reads as the next one at 0)."""
         if self.batch_in_epoch >= len(self.loader):
             return {"epoch": self.epoch + 1, "batch_in_epoch": 0}
         return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
 
-    def restore(self, state: dict) -> None:
-        """Go back (or forward) to a position from :meth:`state`.
+    def load_state_dict(self, state: dict) -> None:
+        """Go back (or forward) to a position from :meth:`state_dict`.
 
         The epoch's iteration is restarted and its first ``batch_in_epoch`` batches are read and dropped, so
         the next batch is the same samples with the same augmentation draws as before (both loaders seed

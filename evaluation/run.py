@@ -43,13 +43,15 @@ from data.loaders import Loaders, build_loaders
 from evaluation.complexity import model_size
 from evaluation.recipe import EvalConfig
 from evaluation.report import REPORT_FILE, SUMMARY_FILE, summarize_seeds
-from launch.checkpoint import START_ANEW, CheckpointInvalid, CheckpointManager, load_model_state, model_state
+from launch.checkpoint import (START_ANEW, CheckpointInvalid, CheckpointManager, ModelWeights, load_model_state,
+                               model_state, state_problem)
 from launch.config import config_to_dict
 from launch.distributed import DistEnv, wrap_ddp
 from launch.fingerprint import check_fingerprint, result_fingerprint
 from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
+from launch.session import run_session
 from launch.train import evaluate, maybe_compile, to_channels_last, train_epoch
 from space.eval_network import EvalNetwork
 from space.genotype import Genotype
@@ -59,8 +61,9 @@ _AUGMENT_STREAM = 7  # keeps AutoAugment's draws apart from the loaders' streams
 RESULT_SECTIONS = ("seed", "epochs", "data", "network", "optim", "holdout_validation", "autoaugment",
                    "max_steps_per_epoch")
 #: What every per-epoch checkpoint's state holds (checked when it is loaded).
-EPOCH_STATE = {"model": dict, "optimizer": dict, "scheduler": dict, "epoch": int, "elapsed_s": (int, float),
-               "history": list, "best": dict}
+EPOCH_STATE = {"model": dict, "optimizer": dict, "scheduler": dict, "progress": dict}
+#: What the "progress" entry of a per-epoch checkpoint holds (:class:`TrainingRecord`).
+PROGRESS_STATE = {"epoch": int, "elapsed_s": (int, float), "history": list, "best": dict}
 
 
 def genotype_fingerprint(genotype: Genotype) -> dict:
@@ -148,18 +151,42 @@ class SeedTraining:
 
 @dataclass
 class TrainingRecord:
-    """The epochs done so far: fresh, or as a resumed checkpoint holds them.
+    """The epochs done so far, fresh or resumed; the "progress" component of a per-epoch checkpoint.
 
     ``history`` has one record per finished epoch (train_loss, train_top1, lr, ... ; val_* with a held-out
     split), ``best`` is ``{"epoch", "top1"}`` of the best validation epoch so far (None before any),
-    ``elapsed_before`` the wall time of earlier sessions in seconds.
+    ``elapsed_before`` the wall time of earlier sessions in seconds (:meth:`wall_time` adds this one's);
+    ``epochs``: the run's length, which a resumed record must fit.
     """
 
+    epochs: int
     start_epoch: int = 0
     elapsed_before: float = 0.0
     history: list = field(default_factory=list)
     best: dict = field(default_factory=lambda: {"epoch": None, "top1": None})
     resumed: bool = False
+
+    def __post_init__(self) -> None:
+        self._session_start = time.time()
+
+    def wall_time(self) -> float:
+        """Seconds of training so far, across sessions."""
+        return self.elapsed_before + time.time() - self._session_start
+
+    def state_dict(self) -> dict:
+        return {"epoch": len(self.history), "history": self.history, "best": self.best,
+                "elapsed_s": self.wall_time()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint's record (a malformed one, or one that does not fit a run of
+        ``epochs`` epochs, raises ValueError: CheckpointManager.restoring makes it one line)."""
+        problem = state_problem(state, PROGRESS_STATE) if isinstance(state, dict) else "is not a record"
+        problem = problem or _resume_problem(state["epoch"], state["history"], state["best"], self.epochs)
+        if problem:
+            raise ValueError(f"the training record {problem}")
+        self.start_epoch, self.elapsed_before = state["epoch"], float(state["elapsed_s"])
+        self.history, self.best, self.resumed = state["history"], state["best"], True
+        self._session_start = time.time()
 
 
 def build_seed_training(config: EvalConfig, genotype: Genotype, env: DistEnv) -> SeedTraining:
@@ -209,25 +236,22 @@ def build_seed_training(config: EvalConfig, genotype: Genotype, env: DistEnv) ->
         cpu_channels_last=bool(config.channels_last) and device.type != "cuda")
 
 
+def checkpoint_components(training: SeedTraining, record: TrainingRecord) -> dict:
+    """The components of a per-epoch checkpoint (:data:`EPOCH_STATE`): weights, optimizer, LR schedule and
+    the training record."""
+    return {"model": ModelWeights(training.network), "optimizer": training.optimizer,
+            "scheduler": training.scheduler, "progress": record}
+
+
 def resume_training(training: SeedTraining, checkpoints: CheckpointManager, epochs: int) -> TrainingRecord:
     """The record of the newest good checkpoint in ``checkpoints``, with the weights, optimizer, scheduler
     and RNG states it holds loaded into ``training``; a fresh record when there is none.
 
-    Raises CheckpointInvalid when the checkpoint's training record does not fit a run of ``epochs``. Nothing
-    in the run dir changes here, so a refusal leaves it as it was.
+    Raises CheckpointInvalid when the checkpoint does not fit (another architecture, or a training record
+    that does not fit a run of ``epochs``). Nothing in the run dir changes here, so a refusal leaves it as it was.
     """
-    resumed = checkpoints.load_latest(expect=EPOCH_STATE)
-    if resumed is None:
-        return TrainingRecord()
-    with checkpoints.restoring():
-        load_model_state(training.network, resumed["model"], source=str(checkpoints.loaded_path))
-        training.optimizer.load_state_dict(resumed["optimizer"])
-        training.scheduler.load_state_dict(resumed["scheduler"])
-        record = TrainingRecord(start_epoch=resumed["epoch"], elapsed_before=float(resumed["elapsed_s"]),
-                                history=resumed["history"], best=resumed["best"], resumed=True)
-    problem = _resume_problem(record.start_epoch, record.history, record.best, epochs)
-    if problem:
-        raise CheckpointInvalid(f"{checkpoints.loaded_path} passes its checksum but {problem}; {START_ANEW}")
+    record = TrainingRecord(epochs=epochs)
+    checkpoints.resume(checkpoint_components(training, record), expect=EPOCH_STATE)
     return record
 
 
@@ -294,13 +318,6 @@ def log_epoch(entry: dict, epochs: int, metrics: MetricsLogger, logger: logging.
                 entry["train_loss"], entry["train_top1"],
                 f" | val loss {entry['val_loss']:.4f} top1 {entry['val_top1']:.2f}" if held_out else "",
                 entry["lr"], entry["epoch_time_s"])
-
-
-def epoch_checkpoint(training: SeedTraining, record: TrainingRecord, epochs_done: int, elapsed_s: float) -> dict:
-    """The state a per-epoch checkpoint holds (:data:`EPOCH_STATE`) after ``epochs_done`` epochs."""
-    return {"model": model_state(training.network), "optimizer": training.optimizer.state_dict(),
-            "scheduler": training.scheduler.state_dict(), "epoch": epochs_done, "history": record.history,
-            "best": record.best, "elapsed_s": elapsed_s}
 
 
 def evaluate_on_test(config: EvalConfig, training: SeedTraining, env: DistEnv, record: TrainingRecord,
@@ -376,7 +393,6 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     Steps: :func:`build_seed_training`, :func:`resume_training`, per epoch :func:`train_and_validate_epoch`
     (+ log and checkpoint), :func:`evaluate_on_test`, :func:`build_report`.
     """
-    session_start = time.time()
     run_dir = make_run_dir(run_dir, env)
     fingerprint = {**result_fingerprint(config, RESULT_SECTIONS), **genotype_fingerprint(genotype)}
     check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)  # before anything in run_dir changes
@@ -401,15 +417,14 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
                 return None
             entry = train_and_validate_epoch(config, training, env, epoch, record, best_checkpoints)
             log_epoch(entry, config.epochs, metrics, logger)
-            checkpoints.save(epoch + 1, epoch_checkpoint(training, record, epoch + 1,
-                                                         record.elapsed_before + time.time() - session_start))
+            checkpoints.save_components(epoch + 1, checkpoint_components(training, record))
         tests = evaluate_on_test(config, training, env, record, best_checkpoints)
         metrics.log(config.epochs, **{"test/final_top1": tests[0]["top1"]})
     finally:
         metrics.close()
 
     report = build_report(config, genotype, genotype_name, training, env, run_dir, record, tests,
-                          record.elapsed_before + time.time() - session_start)
+                          record.wall_time())
     if env.is_main:
         write_json_atomically(run_dir / REPORT_FILE, report)
     final_test, best_test = tests
@@ -437,3 +452,16 @@ def train_seeds(config: EvalConfig, genotype: Genotype, run_dir: str | Path, env
         write_json_atomically(run_dir / SUMMARY_FILE, summary)
         get_logger("train_eval", env).info("%s; summary in %s", summary["headline"], run_dir / SUMMARY_FILE)
     return summary
+
+
+def run_evaluation(config: EvalConfig, genotype: Genotype, run_dir: str | Path, *, seeds: list[int] | None = None,
+                   genotype_name: str = "genotype", stop_after_epochs: int | None = None) -> dict | None:
+    """train_eval.py's driver: in one session (launch/session.py: process group, run directory; torn down on
+    exit), :func:`train_seeds` for ``seeds``, else :func:`train_one_seed` with the config's seed. Each run
+    seeds its ranks and opens its log and metrics in its own run directory. Returns the summary or report."""
+    with run_session(run_dir, device=config.device) as session:
+        if seeds:
+            return train_seeds(config, genotype, session.run_dir, session.env, list(seeds),
+                               genotype_name=genotype_name, stop_after_epochs=stop_after_epochs)
+        return train_one_seed(config, genotype, session.run_dir, session.env, genotype_name=genotype_name,
+                              stop_after_epochs=stop_after_epochs)

@@ -6,7 +6,10 @@
 - ``launch.seeding``: seed_everything(seed, rank) (Python random, numpy, torch, CUDA), RNG state capture/restore.
 - ``launch.config``: typed dataclass configs from YAML + ``--set key=value`` overrides, with validation.
 - ``launch.rundir``: run directory, rank-0 console logging, metrics.jsonl + TensorBoard, tqdm progress.
-- ``launch.checkpoint``: atomic, checksummed checkpoints with every rank's RNG state; resume from the newest good one.
+- ``launch.checkpoint``: atomic, checksummed checkpoints with every rank's RNG state; the resume protocol: components
+  with state_dict()/load_state_dict(), saved and resumed (or started anew) by one CheckpointManager.
+- ``launch.session``: run_session(run_dir, ...): the drivers' process group, run directory, seeding, logger and
+  metrics writer, torn down on exit.
 - ``launch.train``: the one train_step / train_epoch / evaluate (bf16 autocast + channels_last on CUDA).
 - ``launch.schedules``: cosine, cosine power annealing, linear warmup, build_scheduler (per-step LambdaLR).
 - ``launch/local.sh`` (one node) and ``launch/slurm.sbatch`` (many nodes) wrap torchrun.

@@ -24,6 +24,13 @@ filesystem resume from the same one; each rank restores its own RNG entry.
 The caller's state is serialised inside ``save``, so what is written is a copy of the weights at that
 moment even if training continues right after. Put everything needed to resume into it: model,
 optimizer and scheduler state_dicts, the loader epoch, the search state, the step.
+
+The resume protocol of the three drivers (as torchtitan's): every piece of a run's state is a component
+with ``state_dict()`` / ``load_state_dict(state)`` (optimizers and schedulers as they are; a model through
+:class:`ModelWeights`; a search's or a training's progress, the loaders' position: their own classes), and
+one manager saves them all under their names (:meth:`CheckpointManager.save_components`) and loads the
+newest checkpoint back into them (:meth:`CheckpointManager.resume`), or deletes every old checkpoint when
+the run starts anew.
 """
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ import re
 import struct
 import warnings
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping, Protocol
 
 import torch
 
@@ -164,6 +171,30 @@ def state_problem(state: dict, expect: Mapping[str, type | tuple[type, ...]]) ->
     return None
 
 
+class Stateful(Protocol):
+    """A component of a run's resumable state (torch.distributed.checkpoint.stateful.Stateful's protocol)."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> Any: ...
+
+
+class ModelWeights:
+    """A model as a checkpoint component: its weights copied to the CPU (DDP unwrapped), loaded back with the
+    checks of :func:`load_model_state` (another architecture's weights: one :class:`CheckpointInvalid` line
+    naming the checkpoint file)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.source = "the checkpoint"  # the file being loaded: set by CheckpointManager.resume
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return model_state(self.model)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        load_model_state(self.model, state, source=self.source)
+
+
 class CheckpointManager:
     """Saves ``run_dir/checkpoints/ckpt_<step>.pt`` atomically, keeps the newest ``keep``, resumes.
 
@@ -247,6 +278,40 @@ class CheckpointManager:
                 old_path.unlink(missing_ok=True)
         barrier()
         return path
+
+    def save_components(self, step: int, components: Mapping[str, Stateful]) -> Path:
+        """:meth:`save` of ``{name: component.state_dict()}`` (every rank calls it)."""
+        return self.save(step, {name: component.state_dict() for name, component in components.items()})
+
+    def start_anew(self) -> None:
+        """Delete every checkpoint of the run directory (rank 0), then wait for all ranks. Collective."""
+        if self.env.is_main:
+            for _, path in self.list_checkpoints():
+                path.unlink(missing_ok=True)
+        barrier()
+
+    def resume(self, components: Mapping[str, Stateful], *, allow: bool = True,
+               expect: Mapping[str, type | tuple[type, ...]] | None = None) -> bool:
+        """Load the newest good checkpoint into ``components`` (in their order); True when one was loaded.
+
+        ``allow=False``: :meth:`start_anew` instead (old checkpoints deleted) and False. Each component's
+        ``load_state_dict`` gets the entry of its name (``expect`` adds type checks of other entries,
+        :meth:`load`); a state that does not fit is one :class:`CheckpointInvalid` line (:meth:`restoring`).
+        This rank's RNG state is restored. Collective.
+        """
+        if not allow:
+            self.start_anew()
+            return False
+        expect = {**{name: object for name in components}, **(expect or {})}
+        saved = self.load_latest(expect=expect)
+        if saved is None:
+            return False
+        with self.restoring():
+            for name, component in components.items():
+                if isinstance(component, ModelWeights):
+                    component.source = str(self.loaded_path)
+                component.load_state_dict(saved[name])
+        return True
 
     def load(self, path: str | os.PathLike, restore_rng: bool = True,
              expect: Mapping[str, type | tuple[type, ...]] | None = None) -> dict:

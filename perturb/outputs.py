@@ -18,9 +18,7 @@ graphviz is not installed.
 """
 from __future__ import annotations
 
-import copy
 import logging
-import time
 import warnings
 from pathlib import Path
 
@@ -29,14 +27,34 @@ import torch
 from common.atomic import write_json_atomically
 from launch.checkpoint import CheckpointManager
 from launch.config import config_to_dict
-from launch.distributed import DistEnv, barrier
+from launch.distributed import DistEnv
 from common.errors import ConfigError
 from perturb.runtime import SearchRuntime
-from perturb.stage_a_records import MemberRecords
 from perturb.stages import SearchState, decision_confidence, kill_for_test
 from space.genotype import Genotype
 from space.pictures import draw_genotype, draw_search_cell
 from space.search_network import SearchNetwork
+
+
+class TrainedNetwork:
+    """The network and optimizer a decision leaves (stages B-D, the supernet) as a checkpoint component:
+    ``state_dict`` packs them (SearchRuntime.pack; None after stage A), ``load_state_dict`` rebuilds them
+    (SearchRuntime.restore_network); :meth:`restored` gives them back."""
+
+    def __init__(self, runtime: SearchRuntime, network: SearchNetwork | None = None,
+                 optimizer: torch.optim.Optimizer | None = None):
+        self.runtime, self.network, self.optimizer = runtime, network, optimizer
+
+    def state_dict(self) -> dict | None:
+        return SearchRuntime.pack(self.network, self.optimizer) if self.network is not None else None
+
+    def load_state_dict(self, record: dict | None) -> None:
+        self.network = self.optimizer = None
+        if record is not None:
+            self.network, self.optimizer = self.runtime.restore_network(record, self.runtime.cfg.search.stage_c)
+
+    def restored(self) -> tuple[SearchNetwork, torch.optim.Optimizer] | None:
+        return (self.network, self.optimizer) if self.network is not None else None
 
 
 class SearchRecorder:
@@ -51,45 +69,29 @@ class SearchRecorder:
         self.log = log
         self.pictures = pictures and env.is_main
         self.manager = CheckpointManager(self.run_dir, env, keep=2)
-        self._segment_start = time.time()
-        self._elapsed_before = 0.0
 
     # ---- resume ----------------------------------------------------------------------------------
     def resume(self, npop: int, n_ops: int, allow: bool = True):
         """``(state, trained)`` from the newest checkpoint, or a fresh state and None.
 
-        ``allow=False`` starts over: the run directory's old checkpoints are deleted first.
+        ``allow=False`` starts over: the run directory's old checkpoints and stage-A files are deleted first.
         """
+        state, trained = SearchState.fresh(npop, n_ops), TrainedNetwork(self.runtime)
         if not allow:
-            for _, path in self.manager.list_checkpoints() if self.env.is_main else ():
-                path.unlink(missing_ok=True)
-            MemberRecords(self.run_dir, n_ops).delete_all()  # every rank: its own (or the shared) files
-            barrier()
-        saved = self.manager.load_latest() if allow else None
-        if saved is None:
-            return SearchState.fresh(npop, n_ops), None
-        state = SearchState.from_dict(saved["search"])
+            self.runtime.stage_a_records.delete_all()  # every rank: its own (or the shared) files
+        if not self.manager.resume({"search": state, "trained": trained}, allow=allow):
+            return state, None
         if len(state.member_scores) != npop or len(state.member_scores[0][0]) != n_ops:
             raise ConfigError(f"the run directory {self.run_dir} holds a search with another npop or op list; "
                               "use another --note or --set resume=false")
-        self._elapsed_before = state.elapsed_s
-        self.runtime.epochs_logged = state.epochs_logged
-        self.runtime.phase_seconds = copy.deepcopy(state.phase_seconds)
-        trained = None
-        if saved.get("trained") is not None:
-            stage_cfg = self.runtime.cfg.search.stage_c
-            trained = self.runtime.restore_network(saved["trained"], stage_cfg)
         self.log.info("resumed from checkpoint step %d (stage %s)", state.step, state.stage)
-        return state, trained
+        return state, trained.restored()
 
     # ---- after every decision --------------------------------------------------------------------
     def on_decision(self, state: SearchState, network: SearchNetwork | None,
                     optimizer: torch.optim.Optimizer | None, caption: str | None) -> None:
-        state.elapsed_s = self._elapsed_before + (time.time() - self._segment_start)
-        state.epochs_logged = self.runtime.epochs_logged
-        state.phase_seconds = copy.deepcopy(self.runtime.phase_seconds)
-        trained = SearchRuntime.pack(network, optimizer) if network is not None else None
-        self.manager.save(state.step, {"search": state.to_dict(), "trained": trained})
+        self.manager.save_components(state.step, {"search": state, "trained": TrainedNetwork(self.runtime, network,
+                                                                                             optimizer)})
         debug = self.runtime.cfg.debug
         if debug.crash_at_step and state.step == debug.crash_at_step:
             kill_for_test(debug, self.env.rank, f"killed after the checkpoint of decision {state.step}")
@@ -141,7 +143,7 @@ class SearchRecorder:
                       name: str | None = None) -> None:
         """summary.json: status ("running" after every decision, "done" at the end), progress per stage
         with ETAs, wall time, device-hours, decision confidence, stage and phase seconds, the config."""
-        wall = self._elapsed_before + (time.time() - self._segment_start)
+        wall = state.wall_time()
         write_json_atomically(self.run_dir / "summary.json", {
             "status": status,
             "genotype": genotype.to_dict(name=name) if genotype is not None else None,
@@ -155,12 +157,12 @@ class SearchRecorder:
             "confidence": decision_confidence(state),
             "stage_seconds": {stage: round(t, 3) for stage, t in state.stage_seconds.items()},
             "phase_seconds": {stage: {phase: round(t, 3) for phase, t in phases.items()}
-                              for stage, phases in self.runtime.phase_seconds.items()},
+                              for stage, phases in state.counters.phase_seconds.items()},
             "config": config_to_dict(self.config),
         }, indent=1)
 
     def finish(self, state: SearchState, genotype: Genotype, name: str) -> None:
-        wall = self._elapsed_before + (time.time() - self._segment_start)
+        wall = state.wall_time()
         if not self.env.is_main:
             return
         genotype.to_json(self.run_dir / "genotype.json", name=name)

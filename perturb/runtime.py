@@ -11,6 +11,7 @@ ranks); ``ddp_loaders`` (rank r of W, batch / W) feeds the DDP training of stage
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -30,6 +31,7 @@ from perturb.config import EvolutionConfig, StageConfig
 from perturb.measure import SearchValMeasure
 from perturb.scoring import Candidate, PerturbResult, Rounds, perturb_val
 from perturb.snapshot import Snapshot
+from perturb.stage_a_records import MemberRecords, records_for
 from perturb.training import cosine_schedule, make_optimizer
 from space.search_network import EdgeCandidates, SearchNetwork
 
@@ -62,8 +64,19 @@ def build_search_loaders(data: DataConfig, env: DistEnv, seed: int) -> tuple[Loa
     return member_loaders, ddp_loaders
 
 
+@dataclasses.dataclass
+class RunCounters:
+    """What the runtime counts while it works, kept in the search state (so a checkpoint holds it):
+    epochs_logged, the x axis of the TensorBoard training curves; phase_seconds, this rank's wall seconds per
+    stage (a unit key's first letter) in "train" and "score"."""
+
+    epochs_logged: int = 0
+    phase_seconds: dict = dataclasses.field(default_factory=dict)
+
+
 class SearchRuntime:
-    """Training and scoring for the stages (see the module docstring)."""
+    """Training and scoring for the stages (see the module docstring). ``counters``: the search state's
+    :class:`RunCounters`, which the runtime advances (run_search binds them)."""
 
     def __init__(self, cfg: EvolutionConfig, env: DistEnv, member_loaders: Loaders, ddp_loaders: Loaders,
                  run_dir: Path, metrics: MetricsLogger | None = None, log: logging.Logger | None = None):
@@ -75,10 +88,9 @@ class SearchRuntime:
         self.info = member_loaders.info
         self.metrics = metrics
         self.log = log or logging.getLogger(__name__)
-        self.epochs_logged = 0  # x axis of the TensorBoard curves; restored on resume
+        self.counters = RunCounters()
         self.scores_logged = 0  # x axis of the perturb-val curves
-        # this rank's wall seconds per stage (a unit key's first letter) in "train" and "score"; restored on resume
-        self.phase_seconds: dict[str, dict[str, float]] = {}
+        self._stage_a_records: MemberRecords | None = None
         self._val_batches: list | None = None
         self._calibration_batches: list | None = None
 
@@ -92,8 +104,15 @@ class SearchRuntime:
                                 channels=net.channels, layers=net.layers, stem_multiplier=net.stem_multiplier)
         return to_channels_last(network.to(self.env.device), self.env.device)
 
+    @property
+    def stage_a_records(self) -> MemberRecords:
+        """This run's stage-A files (perturb/stage_a_records.py, their one owner)."""
+        if self._stage_a_records is None:
+            self._stage_a_records = records_for(self.run_dir, self.cfg)
+        return self._stage_a_records
+
     def _add_time(self, key: str, phase: str, started: float) -> None:
-        stage = self.phase_seconds.setdefault(key[0], {"train": 0.0, "score": 0.0})
+        stage = self.counters.phase_seconds.setdefault(key[0], {"train": 0.0, "score": 0.0})
         stage[phase] += time.time() - started
 
     def restore_network(self, record: dict, stage: StageConfig) -> tuple[SearchNetwork, torch.optim.Optimizer]:
@@ -155,9 +174,9 @@ class SearchRuntime:
                                      sync=use_ddp, grad_clip=self.cfg.optim.grad_clip, scheduler=scheduler)
                 self.log.info("%s epoch %d/%d: loss %.4f top1 %.2f%%", tag, epoch + 1, epochs, result["loss"],
                               result["top1"])
-                self.epochs_logged += 1
+                self.counters.epochs_logged += 1
                 if self.metrics is not None:
-                    self.metrics.log(self.epochs_logged, **{"train/loss": result["loss"], "train/top1": result["top1"]})
+                    self.metrics.log(self.counters.epochs_logged, **{"train/loss": result["loss"], "train/top1": result["top1"]})
         if use_ddp:
             broadcast_tensors(list(network.parameters()) + list(network.buffers()), src=0)
         self.log.debug("%s trained %d epochs in %.1fs", tag, epochs, time.time() - started)

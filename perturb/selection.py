@@ -10,9 +10,8 @@ import math
 import random
 from typing import Sequence
 
-from space.genotype import Genotype
 from space.ops import NONE_OP, PRIMITIVES, SEARCH_OPS
-from space.search_network import NUM_EDGES, EdgeCandidates, genes_from_edges, node_edges
+from space.search_network import NUM_EDGES, EdgeCandidates, node_edges
 
 
 def importance_order(scores: Sequence[float]) -> list[int]:
@@ -102,7 +101,14 @@ def select_node_edges(edge_scores: Sequence[float], edges: Sequence[int], keep: 
     return sorted(edges[i] for i in top_k(edge_scores, keep))
 
 
-def genotype_from_cell(cell: EdgeCandidates) -> Genotype:
-    """The final single-cell Genotype (normal = reduce, concat [2..5]) of a fully decided cell
-    (:func:`space.search_network.genes_from_edges`)."""
-    return Genotype.single(genes_from_edges(cell))
+def supernet_cell(ops: Sequence[str], op_cap: int | None, seed: int) -> EdgeCandidates:
+    """The candidates of the PertNAS supernet (stage A on a supernet): every op of ``ops`` on every edge, or
+    ``op_cap`` of them drawn per edge by a generator seeded with (seed, edge), listed in ``ops`` order."""
+    cell = []
+    for edge in range(NUM_EDGES):
+        if op_cap is None or op_cap >= len(ops):
+            cell.append(tuple(ops))
+            continue
+        chosen = set(random.Random(f"pertnas-supernet/{seed}/{edge}").sample(list(ops), op_cap))
+        cell.append(tuple(op for op in ops if op in chosen))
+    return tuple(cell)

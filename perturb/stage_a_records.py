@@ -13,6 +13,7 @@ line naming the member and the edge.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -22,6 +23,8 @@ import torch
 
 from common.atomic import write_atomically
 from launch.distributed import DistEnv, all_gather_tensor
+from launch.fingerprint import result_fingerprint
+from perturb.config import RESULT_SECTIONS, EvolutionConfig
 from common.errors import UserInputError
 from space.search_network import NUM_EDGES
 
@@ -68,7 +71,15 @@ class MemberRecords:
         write_atomically(self.path(member), json.dumps(records, sort_keys=True).encode())
 
     def delete_all(self) -> None:
+        """Delete every stage-A file of this rank's run directory (a search started anew)."""
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def records_for(run_dir: Path, cfg: EvolutionConfig) -> MemberRecords:
+    """The stage-A files of a search run ``cfg`` (an EvolutionConfig) in ``run_dir``, stamped with the digest
+    of its results-changing settings (perturb/config.py RESULT_SECTIONS)."""
+    settings = json.dumps(result_fingerprint(cfg, RESULT_SECTIONS), sort_keys=True)
+    return MemberRecords(run_dir, len(cfg.search.ops), hashlib.sha256(settings.encode()).hexdigest())
 
 
 def validate_records(records: object, n_ops: int, where: str) -> dict:

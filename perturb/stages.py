@@ -18,30 +18,27 @@ Every decision of B-D (and the end of A) increments ``state.step`` and calls ``o
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import logging
 import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from launch.distributed import abort_waits_on_error, wait_for_all
-from launch.fingerprint import result_fingerprint
-from perturb.config import RESULT_SECTIONS
-from perturb.runtime import SearchRuntime
+from perturb.runtime import RunCounters, SearchRuntime
 from perturb.scoring import Candidate, PerturbResult
-from perturb.stage_a_records import MemberRecords, exchange
-from perturb.selection import (coarse_select, expand_edge, genotype_from_cell, importance_order, keep_edges, keep_op,
-                               most_important, node_visit_order, random_cell, real_ops, select_node_edges)
+from perturb.stage_a_records import exchange
+from perturb.config import StageConfig
+from perturb.selection import (coarse_select, expand_edge, importance_order, keep_edges, keep_op, most_important,
+                               node_visit_order, random_cell, real_ops, select_node_edges, supernet_cell)
 from space.genotype import Genotype
 from space.ops import NONE_OP
-from space.search_network import NUM_EDGES, EdgeCandidates, SearchNetwork, node_edges
+from space.search_network import NUM_EDGES, EdgeCandidates, SearchNetwork, genotype_from_edges, node_edges
 
 @dataclass
 class SearchState:
@@ -50,11 +47,12 @@ class SearchState:
     member_scores[m][e]: member m's scores for the ops of edge e (NaN until scored); average: S after A;
     cell: the current cell during B-D (14 lists of op names); c_done / d_done: decisions made in C / D;
     decisions: one record per decision; units: stage-A details per "m,e" (reference accuracy,
-    accuracies, weight digests); elapsed_s: wall time of the run so far (across restarts);
-    stage_seconds: wall time per stage (a stage interrupted by a restart counts from its resumption);
-    phase_seconds: rank 0's seconds per stage in training ("train") and perturb-val ("score");
-    progress: per stage, units (stage A: rank 0's member-edge units; C, D: decisions) done of total,
-    seconds per unit and the ETA (:class:`StageClock`).
+    accuracies, weight digests); elapsed_s: wall time of the run before this process took over
+    (:meth:`wall_time` adds this process's; a checkpoint holds the sum); stage_seconds: wall time per stage
+    (a stage interrupted by a restart counts from its resumption); progress: per stage, units (stage A:
+    rank 0's member-edge units; C, D: decisions) done of total, seconds per unit and the ETA
+    (:class:`StageClock`); counters: what the runtime counts (perturb/runtime.py RunCounters: rank 0's
+    seconds per stage in training and perturb-val, the epochs logged).
     """
 
     stage: str = "A"
@@ -67,21 +65,34 @@ class SearchState:
     decisions: list = field(default_factory=list)
     units: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
-    epochs_logged: int = 0
     stage_seconds: dict = field(default_factory=dict)
-    phase_seconds: dict = field(default_factory=dict)
     progress: dict = field(default_factory=dict)
+    counters: RunCounters = field(default_factory=RunCounters)
+
+    def __post_init__(self) -> None:
+        self._resumed_at = time.time()  # when this process took over: elapsed_s counts the time before
 
     @classmethod
     def fresh(cls, npop: int, n_ops: int) -> "SearchState":
         return cls(member_scores=[[[math.nan] * n_ops for _ in range(NUM_EDGES)] for _ in range(npop)])
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def wall_time(self) -> float:
+        """Seconds of the search so far, across restarts."""
+        return self.elapsed_s + time.time() - self._resumed_at
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "SearchState":
-        return cls(**data)
+    def state_dict(self) -> dict:
+        """A copy of the state as plain Python values, ``elapsed_s`` up to now (a checkpoint's "search")."""
+        return {**asdict(self), "elapsed_s": self.wall_time()}
+
+    def load_state_dict(self, data: dict) -> None:
+        """Take the state of :meth:`state_dict` (a checkpoint's), in place; a malformed one raises
+        TypeError or ValueError (CheckpointManager.restoring turns it into one line)."""
+        if not isinstance(data, dict) or set(data) != {f.name for f in fields(self)}:
+            raise ValueError("the search state has other fields than this version's")
+        loaded = SearchState(**{**data, "counters": RunCounters(**data["counters"])})
+        for name in data:
+            setattr(self, name, getattr(loaded, name))
+        self._resumed_at = time.time()
 
     def current_cell(self) -> EdgeCandidates:
         return tuple(tuple(ops) for ops in self.cell)
@@ -93,19 +104,24 @@ OnDecision = Callable[[SearchState, SearchNetwork | None, torch.optim.Optimizer 
 
 def run_search(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
                trained: tuple[SearchNetwork, torch.optim.Optimizer] | None = None,
-               on_progress: Callable[[SearchState], None] = lambda state: None) -> Genotype:
-    """Run (or continue) the stages from ``state``; ``trained``: the network/optimizer of a resumed B-D state;
-    ``on_progress(state)`` after every stage-A unit of this rank (no collective)."""
+               on_progress: Callable[[SearchState], None] = lambda state: None,
+               supernet: "SupernetStageA | None" = None) -> Genotype:
+    """Run (or continue) the stages from ``state``; ``trained``: the network/optimizer of a resumed state;
+    ``on_progress(state)`` after every stage-A unit of this rank (no collective). ``supernet``: stage A is
+    computed on one supernet (:func:`stage_a_on_supernet`) instead of a population."""
+    runtime.counters = state.counters  # the runtime counts into the state, which the checkpoints hold
     for stage, run in (("A", stage_a), ("B", stage_b), ("C", stage_c), ("D", stage_d)):
         if state.stage != stage:
             continue
         started = time.time()
-        if stage == "A":
+        if stage == "A" and supernet is not None:
+            trained = stage_a_on_supernet(runtime, state, on_decision, trained, supernet)
+        elif stage == "A":
             trained = stage_a(runtime, state, on_decision, on_progress)
         else:
             trained = run(runtime, state, on_decision, *(trained if stage in ("C", "D") else ()))
         state.stage_seconds[stage] = state.stage_seconds.get(stage, 0.0) + time.time() - started
-    return genotype_from_cell(state.current_cell())
+    return genotype_from_edges(state.current_cell())
 
 
 class StageClock:
@@ -149,8 +165,7 @@ def stage_a(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
     (launch.distributed.wait_for_all: no timeout can fire however long the slowest member takes), then
     all results are exchanged over the process group and averaged."""
     env, search = runtime.env, runtime.cfg.search
-    settings = json.dumps(result_fingerprint(runtime.cfg, RESULT_SECTIONS), sort_keys=True)
-    files = MemberRecords(runtime.run_dir, len(search.ops), hashlib.sha256(settings.encode()).hexdigest())
+    files = runtime.stage_a_records
     own: dict[int, dict] = {}
     members = list(range(env.rank, search.npop, env.world_size))
     clock = StageClock("A", len(members) * NUM_EDGES, runtime.log, state)
@@ -224,6 +239,54 @@ def kill_for_test(debug, rank: int, reason: str) -> None:
         return
     marker.write_text(reason + "\n")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---- stage A on a supernet (the PertNAS supernet variant) --------------------------------------
+@dataclass(frozen=True)
+class SupernetStageA:
+    """Stage A computed on one supernet: ``op_cap`` ops per edge (None: all; :func:`supernet_cell`), trained
+    with DDP for ``stage``'s budget, then every op of every edge scored by perturb-val."""
+
+    op_cap: int | None
+    stage: StageConfig
+
+
+def stage_a_on_supernet(runtime: SearchRuntime, state: SearchState, on_decision: OnDecision,
+                        trained: tuple[SearchNetwork, torch.optim.Optimizer] | None, supernet: SupernetStageA) -> None:
+    """The PertNAS supernet variant's stage A, for a one-member state (npop 1): train the equal-weight
+    supernet of :func:`supernet_cell` on all ranks (a decision: checkpointed with its network), then per edge
+    e = 0..13 perturb-val the ops present on e (candidates sharded over ranks) into row e of S; ops absent
+    from an edge score NaN, which ranks last in stage B. Each edge is a decision (its details in
+    ``state.units["S,<e>"]``), so a restart resumes at the next unscored edge. ``trained``: the supernet and
+    its optimizer restored from a checkpoint."""
+    search = runtime.cfg.search
+    ops = list(search.ops)
+    if trained is None:
+        cell = supernet_cell(ops, supernet.op_cap, runtime.cfg.seed)
+        network = runtime.new_network(cell, "supernet")
+        optimizer = runtime.train(network, supernet.stage, key="supernet", distributed=True, tag="supernet")
+        state.decisions.append({"stage": "supernet", "cell": [list(c) for c in cell]})
+        state.step += 1
+        on_decision(state, network, optimizer, None)
+    else:
+        network, optimizer = trained
+    for edge in range(NUM_EDGES):
+        if f"S,{edge}" in state.units:
+            continue  # scored before a restart
+        present = list(network.candidates["normal"][edge])
+        result = runtime.score(network, optimizer, [Candidate(edge, op) for op in present], supernet.stage,
+                               key=f"supernet/e{edge}", shard=True, tag=f"supernet edge {edge}", keep=search.top_k)
+        row = [math.nan] * len(ops)
+        for op, score in zip(present, result.scores):
+            row[ops.index(op)] = score
+        state.member_scores[0][edge] = row
+        state.units[f"S,{edge}"] = {"ops": present, **result.to_record()}
+        state.step += 1
+        on_decision(state, network, optimizer, None)
+    state.average = [list(row) for row in state.member_scores[0]]
+    state.stage = "B"
+    state.step += 1
+    on_decision(state, None, None, None)
 
 
 # ---- stage B ------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from space.genotype import INPUT_NODES, STEPS, Genotype
+from space.genotype import DEFAULT_CONCAT, INPUT_NODES, STEPS, Genotype
 from space.ops import NONE_OP, SEARCH_OPS, FactorizedReduce, ReLUConvBN, make_op
 
 EDGE_ENDPOINTS: tuple[tuple[int, int], ...] = tuple(
@@ -100,6 +100,20 @@ def genes_from_edges(edges: Sequence[Sequence[str]], fallback: dict[int, str] | 
                                  "the cell is not decided")
             genes.append((ops[0], EDGE_ENDPOINTS[e][0]))
     return tuple(genes)
+
+
+def genotype_from_edges(normal: Sequence[Sequence[str]], reduce: Sequence[Sequence[str]] | None = None,
+                        fallback: dict[tuple[str, int], str] | None = None) -> Genotype:
+    """THE cell-to-genotype conversion: the Genotype of decided cells given as 14 edges' ops each
+    (:func:`genes_from_edges`). ``reduce`` None: one shared cell (``Genotype.single``, normal = reduce,
+    concat [2..5]). ``fallback[(cell type, edge)]``: the op of an edge left with ``none`` alone."""
+    fallback = fallback or {}
+    genes = {cell_type: genes_from_edges(edges, {e: op for (t, e), op in fallback.items() if t == cell_type})
+             for cell_type, edges in (("normal", normal), ("reduce", reduce)) if edges is not None}
+    if "reduce" not in genes:
+        return Genotype.single(genes["normal"])
+    return Genotype(normal=genes["normal"], normal_concat=DEFAULT_CONCAT, reduce=genes["reduce"],
+                    reduce_concat=DEFAULT_CONCAT)
 
 
 class MixedEdge(nn.Module):

@@ -1,2 +1,3 @@
 """Supernet search: DARTS bilevel optimisation (first and second order), alpha-based genotype derivation,
-DARTS-PT projection (perturb/projection.py), the PertNAS supernet variant, and the pictures of a run."""
+DARTS-PT projection (perturb/projection.py), and the pictures of a run; the PertNAS supernet variant
+(``--method pertnas``) runs perturb/search.py run_search_on_supernet."""

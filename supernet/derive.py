@@ -16,7 +16,7 @@ import torch
 
 from space.genotype import DEFAULT_CONCAT, INPUT_NODES, STEPS, Genotype
 from space.ops import NONE_OP
-from space.search_network import EDGE_ENDPOINTS, NUM_EDGES, SearchNetwork, genes_from_edges, node_edges
+from space.search_network import EDGE_ENDPOINTS, NUM_EDGES, SearchNetwork, genotype_from_edges, node_edges
 
 Genes = tuple[tuple[str, int], ...]
 
@@ -60,11 +60,8 @@ def genotype_from_alphas(network: SearchNetwork, respect_masks: bool = True) -> 
 def genotype_from_masks(network: SearchNetwork, fallback: dict[tuple[str, int], str] | None = None) -> Genotype:
     """The genotype a finished projection left in ``network``'s masks; ``fallback[(cell type, edge)]`` is
     the op of an edge left with ``none`` alone (see :func:`perturb.projection.fallback_ops`)."""
-    fallback = fallback or {}
-    types = ("normal",) if network.shared else ("normal", "reduce")
-    return _genotype({cell_type: genes_from_edges(
-        network.active_ops(cell_type), {e: op for (t, e), op in fallback.items() if t == cell_type})
-        for cell_type in types})
+    return genotype_from_edges(network.active_ops("normal"), None if network.shared else network.active_ops("reduce"),
+                               fallback)
 
 
 def _genotype(cells: dict[str, Genes]) -> Genotype:

@@ -1,4 +1,5 @@
-"""The supernet searches: DARTS bilevel training, DARTS-PT projection, and the PertNAS supernet variant.
+"""The supernet searches: DARTS bilevel training and DARTS-PT projection (the PertNAS supernet variant,
+``method: pertnas``, is perturb/'s stage A computed on a supernet: perturb/search.py run_search_on_supernet).
 
 Bilevel loop (DARTS), per step of an epoch over search-train:
     1. architecture step (supernet/architect.py; first or second order) on a fresh search-val batch,
@@ -35,7 +36,6 @@ import hashlib
 import json
 import logging
 import math
-import random
 import time
 import warnings
 from pathlib import Path
@@ -46,22 +46,23 @@ import torch.nn as nn
 
 from data.loaders import BatchStream, Loaders, build_loaders
 from common.atomic import write_json_atomically
-from launch.checkpoint import CheckpointManager, load_model_state
+from launch.checkpoint import CheckpointManager, ModelWeights
 from launch.config import config_to_dict
-from launch.distributed import (DistEnv, all_gather_cat, broadcast_tensor, init_distributed,
-                                shutdown_distributed, wrap_ddp)
+from launch.distributed import DistEnv, all_gather_cat, broadcast_tensor, wrap_ddp
 from launch.fingerprint import check_fingerprint, result_fingerprint, write_fingerprint
-from launch.rundir import MetricsLogger, get_logger, make_run_dir, prepare_run_dir
+from launch.rundir import MetricsLogger, prepare_run_dir
 from launch.schedules import build_scheduler
 from launch.seeding import seed_everything
+from launch.session import run_session
 from launch.train import evaluate, to_channels_last, train_epoch, train_step
 from perturb.measure import SearchValMeasure
 from perturb.projection import decide, fallback_ops, projection_plan
+from perturb.search import run_search_on_supernet
 from space.genotype import Genotype
 from space.pictures import draw_genotype
 from space.search_network import NUM_EDGES, SearchNetwork, normalize_candidates
 from supernet.architect import Architect
-from supernet.config import SupernetConfig
+from supernet.config import SupernetConfig, evolution_config
 from supernet.derive import genotype_from_alphas, genotype_from_masks
 from supernet.pictures import make_gif, save_heatmap
 
@@ -143,58 +144,39 @@ class BilevelSearch:
         self.val_stream = BatchStream(loaders.arch_val)
         self.checkpoints = CheckpointManager(run_dir, env, keep=2)
         self.pictures = cfg.pictures and env.is_main
-        self.state = {"phase": "train", "epoch": 0, "history": [], "projection": None, "elapsed_s": 0.0}
-        self._started = time.time()
+        self.progress = BilevelProgress(cfg.epochs)
         self._fixed_val: list[Batch] | None = None
+
+    @property
+    def state(self) -> dict:
+        """Where the search stands (:class:`BilevelProgress`): phase, epoch, history, projection."""
+        return self.progress.values
 
     # ---- checkpoints -----------------------------------------------------------------------------
     def _checkpoint_step(self) -> int:
         projection = self.state["projection"]
         return self.state["epoch"] + (projection["done"] if projection else 0)
 
+    def components(self) -> dict:
+        """The checkpoint components of this search, in loading order (the masks before the weights)."""
+        return {"search": self.progress, "masks": NetworkMasks(self.network), "model": ModelWeights(self.network),
+                "weight_optimizer": self.weight_optimizer, "arch_optimizer": self.arch_optimizer,
+                "scheduler": self.scheduler, "val_stream": self.val_stream}
+
     def save(self) -> None:
         """A checkpoint of everything needed to continue (collective)."""
-        self.state["elapsed_s"] = self._elapsed()
-        state = {
-            "search": json.dumps(self.state),
-            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()},
-            "masks": self.network.mask_state(),
-            "weight_optimizer": self.weight_optimizer.state_dict(),
-            "arch_optimizer": self.arch_optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "val_stream": self.val_stream.state(),
-        }
-        self.checkpoints.save(self._checkpoint_step(), state)
+        self.checkpoints.save_components(self._checkpoint_step(), self.components())
 
     def resume(self, allow: bool) -> bool:
         """Load the newest checkpoint (``allow``) or delete old ones; True when resumed."""
-        if not allow:
-            if self.env.is_main:
-                for _, path in self.checkpoints.list_checkpoints():
-                    path.unlink(missing_ok=True)
+        if not self.checkpoints.resume(self.components(), allow=allow, expect=CHECKPOINT_STATE):
             return False
-        saved = self.checkpoints.load_latest(expect=CHECKPOINT_STATE)
-        if saved is None:
-            return False
-        source = str(self.checkpoints.loaded_path)
-        with self.checkpoints.restoring():
-            state = json.loads(saved["search"])
-            if not _search_state_ok(state, self.cfg.epochs):
-                raise ValueError("the search state is malformed")
-            self.network.load_mask_state(saved["masks"])
-            load_model_state(self.network, saved["model"], source=source)
-            self.weight_optimizer.load_state_dict(saved["weight_optimizer"])
-            self.arch_optimizer.load_state_dict(saved["arch_optimizer"])
-            self.scheduler.load_state_dict(saved["scheduler"])
-            self.val_stream.restore(saved["val_stream"])
-        self.state = state
-        self._started = time.time() - self.state["elapsed_s"]
         self.log.info("resumed from checkpoint %d (phase %s, epoch %d)", self._checkpoint_step(),
                       self.state["phase"], self.state["epoch"])
         return True
 
     def _elapsed(self) -> float:
-        return time.time() - self._started
+        return self.progress.wall_time()
 
     # ---- bilevel training ------------------------------------------------------------------------
     def train(self, stop_after: int | None = None) -> bool:
@@ -339,7 +321,7 @@ class BilevelSearch:
         measure = SearchValMeasure(self.projection_batches(), measurement=cfg.projection.measurement,
                                    calibration=self.calibration_batches(), env=env)  # the same data on every rank
         tune_stream = BatchStream(self.loaders.search_train)
-        tune_stream.restore(projection["tune_stream"])
+        tune_stream.load_state_dict(projection["tune_stream"])
         plan = projection["plan"]
         epoch_steps, total_epochs = self.tuning_plan(plan)
         while projection["done"] < len(plan):
@@ -353,7 +335,7 @@ class BilevelSearch:
                 epochs = cfg.projection.final_tune_epochs if last else cfg.projection.tune_epochs
                 self._tune(tune_stream, epochs * epoch_steps, epoch_steps, total_epochs)
             projection["done"] = index + 1
-            projection["tune_stream"] = tune_stream.state()
+            projection["tune_stream"] = tune_stream.state_dict()
             if self.metrics is not None and "reference" in record:
                 self.metrics.log(cfg.epochs + index + 1, **{"projection/reference_top1": record["reference"]})
             if projection["done"] == len(plan):
@@ -420,6 +402,44 @@ class BilevelSearch:
         self.log.info("genotype: %s", genotype)
 
 
+class BilevelProgress:
+    """Where a bilevel search stands, as a checkpoint component: ``values`` = phase ("train", "project",
+    "done"), epoch, history (the genotype after each epoch), projection (DARTS-PT: plan, decisions done,
+    records, tuning position) and elapsed_s, the wall time before this process took over; its state is
+    JSON text with elapsed_s up to now."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+        self.values = {"phase": "train", "epoch": 0, "history": [], "projection": None, "elapsed_s": 0.0}
+        self._resumed_at = time.time()
+
+    def wall_time(self) -> float:
+        """Seconds of the search so far, across restarts."""
+        return self.values["elapsed_s"] + time.time() - self._resumed_at
+
+    def state_dict(self) -> str:
+        return json.dumps({**self.values, "elapsed_s": self.wall_time()})
+
+    def load_state_dict(self, text: str) -> None:
+        values = json.loads(text)
+        if not _search_state_ok(values, self.epochs):
+            raise ValueError("the search state is malformed")
+        self.values, self._resumed_at = values, time.time()
+
+
+class NetworkMasks:
+    """A search network's op masks (which candidates a projection removed) as a checkpoint component."""
+
+    def __init__(self, network: SearchNetwork):
+        self.network = network
+
+    def state_dict(self) -> dict:
+        return self.network.mask_state()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_mask_state(state)
+
+
 def _search_state_ok(state: object, epochs: int) -> bool:
     """Whether a checkpoint's search state has the layout :class:`BilevelSearch` writes."""
     if not (isinstance(state, dict) and state.get("phase") in ("train", "project", "done")
@@ -445,102 +465,28 @@ def _describe(record: dict) -> str:
 def run_supernet_search(cfg: SupernetConfig) -> Genotype | None:
     """Run (or resume) the search of ``cfg`` in ``cfg.save/cfg.note`` on every rank; returns the genotype,
     or None when ``stop_after_epochs`` ended this invocation early."""
-    env = init_distributed(device=cfg.device)
-    metrics = None
-    try:
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
-        run_dir = make_run_dir(Path(cfg.save) / cfg.note, env)
+    with run_session(Path(cfg.save) / cfg.note, device=cfg.device, threads=cfg.threads, seed=cfg.seed) as session:
+        env, run_dir = session.env, session.run_dir
         fingerprint = result_fingerprint(cfg, RESULT_SECTIONS)
         if cfg.resume:  # before anything in the run dir changes
             check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)
-        log = get_logger("search_supernet", env, run_dir)
+        log = session.logger("search_supernet")
         log.info("supernet search (%s) on %d rank(s), device %s, run dir %s", cfg.method, env.world_size,
                  env.device, run_dir)
         if cfg.method == "pertnas":
             prepare_run_dir(run_dir, env, cfg)
             write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
-            metrics = MetricsLogger(run_dir, env)
-            return run_pertnas_supernet(cfg, env, run_dir, log, metrics)
-        loaders = build_loaders(cfg.data.per_rank(env.world_size), rank=env.rank, world_size=env.world_size,
-                                seed=cfg.seed, device=env.device)
+            return run_search_on_supernet(evolution_config(cfg), env, run_dir, log, session.metrics(),
+                                          op_cap=cfg.pertnas.op_cap, supernet=cfg.pertnas.supernet)
+        loaders = build_loaders(cfg.data.per_rank(env.world_size), rank=env.rank, world_size=env.world_size, seed=cfg.seed, device=env.device)
         search = BilevelSearch(cfg, env, loaders, run_dir, log, None)
         search.resume(cfg.resume)  # a checkpoint that does not fit is refused here, before config.yaml moves
         prepare_run_dir(run_dir, env, cfg)
         write_fingerprint(run_dir, fingerprint, is_main=env.is_main)
-        metrics = search.metrics = MetricsLogger(run_dir, env)
+        search.metrics = session.metrics()
         if not search.train(stop_after=cfg.stop_after_epochs):
             return None
         search.project()
         genotype = search.genotype()
         search.finish(genotype)
         return genotype
-    finally:
-        if metrics is not None:
-            metrics.close()
-        shutdown_distributed()
-
-
-# ---- the PertNAS supernet variant ------------------------------------------------------------------
-def supernet_cell(ops: Sequence[str], op_cap: int | None, seed: int) -> tuple[tuple[str, ...], ...]:
-    """The candidates of the PertNAS supernet: every op of ``ops`` on every edge, or ``op_cap`` of them drawn
-    per edge by a generator seeded with (seed, edge), listed in ``ops`` order."""
-    cell = []
-    for edge in range(14):
-        if op_cap is None or op_cap >= len(ops):
-            cell.append(tuple(ops))
-            continue
-        chosen = set(random.Random(f"pertnas-supernet/{seed}/{edge}").sample(list(ops), op_cap))
-        cell.append(tuple(op for op in ops if op in chosen))
-    return tuple(cell)
-
-
-def run_pertnas_supernet(cfg: SupernetConfig, env: DistEnv, run_dir: Path, log: logging.Logger,
-                         metrics: MetricsLogger) -> Genotype:
-    """Train the equal-weight supernet, score every op of every edge by perturb-val (sharded over ranks;
-    ops absent from an edge score NaN, which ranks last), then the evolutionary stages B-D (perturb/)."""
-    from perturb.outputs import SearchRecorder
-    from perturb.runtime import SearchRuntime, build_search_loaders
-    from perturb.scoring import Candidate
-    from perturb.stages import run_search
-    from supernet.config import evolution_config
-
-    ecfg = evolution_config(cfg)
-    member_loaders, ddp_loaders = build_search_loaders(ecfg.data, env, cfg.seed)
-    runtime = SearchRuntime(ecfg, env, member_loaders, ddp_loaders, run_dir, metrics, log)
-    recorder = SearchRecorder(run_dir, env, runtime, ecfg, log, pictures=cfg.pictures)
-    ops = list(ecfg.search.ops)
-    state, trained = recorder.resume(1, len(ops), allow=cfg.resume)
-    stage = cfg.pertnas.supernet
-    if state.stage == "A":
-        if trained is None:
-            cell = supernet_cell(ops, cfg.pertnas.op_cap, cfg.seed)
-            network = runtime.new_network(cell, "supernet")
-            optimizer = runtime.train(network, stage, key="supernet", distributed=True, tag="supernet")
-            state.decisions.append({"stage": "supernet", "cell": [list(c) for c in cell]})
-            state.step += 1
-            recorder.on_decision(state, network, optimizer, None)
-        else:
-            network, optimizer = trained
-        for edge in range(14):
-            if f"S,{edge}" in state.units:
-                continue  # scored before a restart
-            present = [op for op in network.candidates["normal"][edge]]
-            result = runtime.score(network, optimizer, [Candidate(edge, op) for op in present], stage,
-                                   key=f"supernet/e{edge}", shard=True, tag=f"supernet edge {edge}",
-                                   keep=ecfg.search.top_k)
-            row = [math.nan] * len(ops)
-            for op, score in zip(present, result.scores):
-                row[ops.index(op)] = score
-            state.member_scores[0][edge] = row
-            state.units[f"S,{edge}"] = {"ops": present, **result.to_record()}
-            state.step += 1
-            recorder.on_decision(state, network, optimizer, None)
-        state.average = [list(row) for row in state.member_scores[0]]
-        state.stage = "B"
-        state.step += 1
-        recorder.on_decision(state, None, None, None)
-        trained = None
-    genotype = run_search(runtime, state, recorder.on_decision, trained)
-    recorder.finish(state, genotype, name=cfg.note)
-    return genotype

@@ -153,8 +153,8 @@ def test_two_ffcv_loaders_with_one_seed_give_identical_augmented_batches(digits_
     # a stream restored mid-epoch gives the same next batch as before, augmentation included
     stream = BatchStream(second.search_train, start_epoch=1)
     list(stream.take(2))
-    position, expected = stream.state(), stream.next_batch()
-    stream.restore(position)
+    position, expected = stream.state_dict(), stream.next_batch()
+    stream.load_state_dict(position)
     following = stream.next_batch()
     stream.close()
     assert torch.equal(following[0], expected[0]) and torch.equal(following[0], batches[2][0])

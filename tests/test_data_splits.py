@@ -108,9 +108,9 @@ def test_batch_stream_take_crosses_epochs_and_restores(digits_loaders):
     taken = [labels for _, labels in stream.take(20)]
     assert len(taken) == 20
     assert all(torch.equal(a, b) for a, b in zip(taken[:18], epoch0))
-    assert torch.equal(taken[18], epoch0[0]) and stream.state() == {"epoch": 1, "batch_in_epoch": 2}
+    assert torch.equal(taken[18], epoch0[0]) and stream.state_dict() == {"epoch": 1, "batch_in_epoch": 2}
     later = [labels for _, labels in stream.take(3)]
-    stream.restore({"epoch": 1, "batch_in_epoch": 2})
+    stream.load_state_dict({"epoch": 1, "batch_in_epoch": 2})
     restored = [labels for _, labels in stream.take(3)]
     assert all(torch.equal(a, b) for a, b in zip(restored, later))
     stream.reset(0)
@@ -123,7 +123,7 @@ def test_batch_stream_take_crosses_epochs_and_restores(digits_loaders):
     digits_loaders.search_train.set_epoch(2)
     expected = torch.cat([y for _, y in digits_loaders.search_train])
     assert torch.equal(labels[:len(expected)], expected)
-    assert shuffled.state() == {"epoch": 3, "batch_in_epoch": 1}
+    assert shuffled.state_dict() == {"epoch": 3, "batch_in_epoch": 1}
 
 
 def test_seeded_training_subset():

@@ -60,11 +60,11 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(cifar_like, tmp
     env = DistEnv(0, 1, 0, torch.device("cpu"), None)
     whole = CheckpointManager(tmp_path / "whole", env).load_latest(restore_rng=False)
     pieces = CheckpointManager(tmp_path / "pieces", env).load_latest(restore_rng=False)
-    assert whole["epoch"] == pieces["epoch"] == 3
+    assert whole["progress"]["epoch"] == pieces["progress"]["epoch"] == 3
     assert whole["model"].keys() == pieces["model"].keys()
     for name, tensor in whole["model"].items():
         assert torch.equal(tensor, pieces["model"][name]), name
-    assert [h["train_loss"] for h in whole["history"]] == [h["train_loss"] for h in pieces["history"]]
+    assert [h["train_loss"] for h in whole["progress"]["history"]] == [h["train_loss"] for h in pieces["progress"]["history"]]
     reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("whole", "pieces")]
     assert reports[0]["test"] == reports[1]["test"]
 

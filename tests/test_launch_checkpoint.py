@@ -149,3 +149,60 @@ def test_checkpoint_is_plain_weights_only_data(tmp_path):
     payload = decode_checkpoint(path.read_bytes())
     assert payload["step"] == 5 and payload["world_size"] == 1 and len(payload["rng"]) == 1
     assert set(payload["rng"][0]) == {"python", "numpy", "torch", "cuda"}
+
+
+class Counter:
+    """A component of a run's state that is not a torch object (a search's or a training's progress)."""
+
+    def __init__(self, value: int = 0):
+        self.value = value
+
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        if type(state.get("value")) is not int:
+            raise ValueError("the counter is malformed")
+        self.value = state["value"]
+
+
+def test_components_are_saved_under_their_names_and_resumed_in_place(tmp_path):
+    from launch.checkpoint import ModelWeights
+
+    model, optimizer, scheduler = tiny_training_state()
+    components = {"model": ModelWeights(model), "optimizer": optimizer, "scheduler": scheduler,
+                  "progress": Counter(7)}
+    manager = CheckpointManager(tmp_path, WORLD_OF_ONE)
+    seed_everything(5)
+    manager.save_components(3, components)
+    expected = torch.rand(2)
+
+    seed_everything(123)
+    fresh_model, fresh_optimizer, fresh_scheduler = tiny_training_state(steps=0)
+    fresh = {"model": ModelWeights(fresh_model), "optimizer": fresh_optimizer, "scheduler": fresh_scheduler,
+             "progress": Counter()}
+    assert CheckpointManager(tmp_path, WORLD_OF_ONE).resume(fresh)
+    assert fresh["progress"].value == 7
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, fresh_model.state_dict()[name]), name
+    assert fresh_optimizer.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+    assert fresh_scheduler.state_dict() == scheduler.state_dict()
+    assert torch.equal(torch.rand(2), expected)  # the RNG is where it was at the save
+
+
+def test_resume_refuses_a_state_that_does_not_fit_in_one_line_and_start_anew_deletes_every_checkpoint(tmp_path):
+    from launch.checkpoint import CheckpointInvalid, ModelWeights
+
+    manager = CheckpointManager(tmp_path, WORLD_OF_ONE)
+    manager.save(1, {"model": model_state(torch.nn.Linear(2, 2)), "progress": {"value": "x"}})
+    manager.save(2, {"model": model_state(torch.nn.Linear(2, 2)), "progress": {"value": "x"}})
+    with pytest.raises(CheckpointInvalid, match=r"ckpt_000000002.pt does not fit this run .*counter is malformed"):
+        manager.resume({"progress": Counter()})
+    with pytest.raises(CheckpointInvalid, match=r"ckpt_000000002.pt holds the weights of another architecture"):
+        manager.resume({"model": ModelWeights(torch.nn.Linear(3, 2))})
+    with pytest.raises(CheckpointInvalid, match="no 'optimizer' entry"):
+        manager.resume({"optimizer": torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)})
+    progress = Counter(4)
+    assert manager.resume({"progress": progress}, allow=False) is False
+    assert progress.value == 4 and manager.list_checkpoints() == []
+    assert manager.resume({"progress": progress}) is False  # nothing left to resume from

@@ -3,11 +3,11 @@ import math
 
 import pytest
 
-from perturb.selection import (coarse_select, expand_edge, genotype_from_cell, importance_order, keep_edges,
-                               keep_op, most_important, node_visit_order, random_cell, select_node_edges, top_k)
+from perturb.selection import (coarse_select, expand_edge, importance_order, keep_edges, keep_op, most_important,
+                               node_visit_order, random_cell, select_node_edges, supernet_cell, top_k)
 from space.genotype import Genotype
 from space.ops import PRIMITIVES, SEARCH_OPS
-from space.search_network import node_edges
+from space.search_network import genotype_from_edges, node_edges
 
 
 def test_most_important_is_the_most_negative_with_lowest_index_on_ties():
@@ -39,12 +39,12 @@ def test_node_edges_selection_and_final_genotype():
         assert kept == [edges[0], edges[-1]]
         cell = keep_edges(cell, node, kept)
     cell = keep_op(cell, 0, "sep_conv_3x3")
-    genotype = genotype_from_cell(cell)
+    genotype = genotype_from_edges(cell)
     assert isinstance(genotype, Genotype) and genotype.is_shared
     assert genotype.normal[:2] == (("sep_conv_3x3", 0), ("sep_conv_3x3", 1))
     assert [source for _, source in genotype.normal[2:]] == [0, 2, 0, 3, 0, 4]
     with pytest.raises(ValueError):
-        genotype_from_cell([("sep_conv_3x3",)] * 14)  # nodes 3-5 still have more than 2 inputs
+        genotype_from_edges([("sep_conv_3x3",)] * 14)  # nodes 3-5 still have more than 2 inputs
 
 
 def test_random_cells_depend_on_seed_and_member_only():
@@ -62,3 +62,12 @@ def test_node_visit_order_is_the_given_order_or_a_seeded_permutation():
     assert all(sorted(order) == [3, 4, 5] for order in orders.values())
     assert all(node_visit_order([3, 4, 5], seed=seed, shuffle=True) == order for seed, order in orders.items())
     assert len({tuple(order) for order in orders.values()}) > 2  # the seed decides: several orders occur
+
+
+def test_supernet_cell_caps_ops_per_edge_by_seed_and_edge_only():
+    ops = list(SEARCH_OPS)
+    capped = supernet_cell(ops, 3, seed=5)
+    assert len(capped) == 14 and all(len(edge) == 3 for edge in capped)
+    assert all(list(edge) == [op for op in ops if op in edge] for edge in capped)  # listed in ops order
+    assert capped == supernet_cell(ops, 3, seed=5) and capped != supernet_cell(ops, 3, seed=6)
+    assert supernet_cell(ops, None, seed=5) == tuple(tuple(ops) for _ in range(14))
