@@ -276,6 +276,9 @@ def main(argv=None) -> None:
     from common.errors import ArgumentParser
     args = parse_args(argv, ArgumentParser)
     import os
+    import signal
+    # a SIGTERM (timeout, kill) unwinds through the finally below, so the temporary worktree is removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start", flush=True)
     with tempfile.TemporaryDirectory(prefix="search_step_") as scratch:
