@@ -201,7 +201,7 @@ def _add_worktree(rev: str, parent: Path) -> Path:
 
 
 def _remove_worktree(path: Path) -> None:
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], capture_output=True)
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", "--force", str(path)], capture_output=True)
     subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True)
 
 
@@ -283,13 +283,13 @@ def main(argv=None) -> None:
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start", flush=True)
     with tempfile.TemporaryDirectory(prefix="search_step_") as scratch:
         roots = {"this": ROOT}
-        if args.compare_ref:
-            roots["ref"] = _add_worktree(args.compare_ref, Path(scratch))
         try:
+            if args.compare_ref:
+                roots["ref"] = _add_worktree(args.compare_ref, Path(scratch))
             results = compare(args, roots)
         finally:
-            if args.compare_ref:
-                _remove_worktree(roots["ref"])
+            if args.compare_ref:  # also when interrupted inside ``git worktree add`` (then still locked)
+                _remove_worktree(Path(scratch) / "ref")
     report(args, results, args.compare_ref)
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at end")
