@@ -146,30 +146,28 @@ def measure_compile(args) -> None:
         optimizer.step()
         return time.perf_counter() - started
 
+    print(f"compile ({args.backend}): C {args.channels}, {args.layers} cells, batch {args.batch}, threads "
+          f"{torch.get_num_threads()}, train step (forward + backward + SGD); each line as soon as measured",
+          flush=True)
     step(network)  # warm-up of eager
-    eager = [step(network) for _ in range(args.steps)]
+    eager_s = statistics.median([step(network) for _ in range(args.steps)])
+    print(f"  eager step           {eager_s:.3f} s (median of {args.steps})", flush=True)
     torch._dynamo.reset()
     counters.clear()
     compiled = torch.compile(network, backend=args.backend)
     first = step(compiled)
-    frames_first = counters["stats"]["unique_graphs"]
-    steady = [step(compiled) for _ in range(args.steps)]
+    print(f"  first compiled step  {first:.3f} s ({counters['stats']['unique_graphs']} graphs compiled)", flush=True)
+    compiled_s = statistics.median([step(compiled) for _ in range(args.steps)])
+    print(f"  compiled step        {compiled_s:.3f} s (median of {args.steps}); ratio compiled / eager "
+          f"x{compiled_s / eager_s:.3f}", flush=True)
     with network.removed(ops=[(EDGE, PRIMITIVES[3])]):
         after_mask = step(compiled)
-        steady_after = [step(compiled) for _ in range(max(args.steps // 2, 1))]
-    frames_after = counters["stats"]["unique_graphs"]
+        steady_after = statistics.median([step(compiled) for _ in range(max(args.steps // 2, 1))])
+    print(f"  after a mask change  {after_mask:.3f} s (graphs compiled so far {counters['stats']['unique_graphs']}); "
+          f"steady {steady_after:.3f} s", flush=True)
     back = step(compiled)  # the first mask set again: its compiled graph should be reused
-    frames_back = counters["stats"]["unique_graphs"]
-    eager_s, compiled_s = statistics.median(eager), statistics.median(steady)
-    print(f"compile ({args.backend}): C {args.channels}, {args.layers} cells, batch {args.batch}, threads "
-          f"{torch.get_num_threads()}, train step (forward + backward + SGD)")
-    print(f"  eager step           {eager_s:.3f} s (median of {args.steps})")
-    print(f"  first compiled step  {first:.3f} s ({frames_first} graphs compiled)")
-    print(f"  compiled step        {compiled_s:.3f} s (median of {args.steps}); ratio compiled / eager "
-          f"x{compiled_s / eager_s:.3f}")
-    print(f"  after a mask change  {after_mask:.3f} s (graphs compiled so far {frames_after}); steady "
-          f"{statistics.median(steady_after):.3f} s")
-    print(f"  mask restored        {back:.3f} s (graphs compiled so far {frames_back})")
+    print(f"  mask restored        {back:.3f} s (graphs compiled so far {counters['stats']['unique_graphs']})",
+          flush=True)
     saved = eager_s - compiled_s
     if saved > 0:
         print(f"  break-even: {(first - eager_s) / saved:.0f} steps per compile (the compile's extra time / time saved per step)")
