@@ -29,7 +29,7 @@ so a change recompiles.
 """
 from __future__ import annotations
 
-import argparse
+import random
 import statistics
 import sys
 import time
@@ -42,12 +42,18 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.search_step import _stage_a_cell  # noqa: E402
 from common.errors import ArgumentParser, cli_entry  # noqa: E402
-from space.ops import PRIMITIVES  # noqa: E402
+from space.ops import NONE_OP, PRIMITIVES, SEARCH_OPS  # noqa: E402
 from space.search_network import NUM_EDGES, SearchNetwork  # noqa: E402
 
 EDGE = 0
+
+
+def _stage_a_cell(edge: int, seed: int = 0):
+    """bench/search_step.py's stage-A cell (that file is a CLI, so it is not imported): edge ``edge`` holds
+    SEARCH_OPS (7 ops + none), every other edge (op, 'none') with op drawn by ``random.Random``."""
+    generator = random.Random(f"search_step/{seed}")
+    return tuple(tuple(SEARCH_OPS) if e == edge else (generator.choice(PRIMITIVES), NONE_OP) for e in range(NUM_EDGES))
 
 
 class EdgeWeighted(nn.Module):
