@@ -5,8 +5,10 @@ CLI's config (and ``--help``) loads without torch; :mod:`data.loaders` turns it 
 ranks that train it. Under DistributedDataParallel each of W ranks loads ``batch_size / W`` of them
 (:meth:`DataConfig.per_rank`; batch_size must divide by W), so a preset's number means the same on one GPU
 and on eight, and the published batches (PertNAS 256, DARTS 64, DARTS retraining 96) are written as
-published. data.eval_batch_size is per process: evaluation batches are never combined across ranks, and
-their size changes memory use and speed, not the result.
+published. data.eval_batch_size is per process: evaluation batches are never combined across ranks. Where a
+setting counts evaluation batches (search.val_batches, projection.val_batches, adaptive rounds) it also sets
+how many images are measured, and the ``batch`` BN treatment normalises with each batch's statistics, so
+there it changes the result (it is part of a run's fingerprint); elsewhere only memory use and speed.
 """
 from __future__ import annotations
 

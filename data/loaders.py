@@ -1,7 +1,10 @@
 """The loader factory every CLI uses: :class:`DataConfig` in, :class:`Loaders` out.
 
-    loaders = build_loaders(DataConfig(dataset="cifar10", beton_dir="betons"), rank=rank,
-                            world_size=world, seed=seed, device=device)
+    config = DataConfig(dataset="cifar10", beton_dir="betons", batch_size=256)   # the global batch
+    loaders = build_loaders(config.per_rank(world), rank=rank, world_size=world, seed=seed, device=device)
+
+``build_loaders`` takes the config as this rank loads it: the caller splits the global batch once
+(:meth:`DataConfig.per_rank`); a stage-A member, which trains alone, passes the global config and world 1.
     for images, labels in loaders.search_train: ...          # one epoch; the next loop is the next epoch
     stream = BatchStream(loaders.search_val); stream.take(8)   # exactly 8 batches
 
@@ -180,5 +183,8 @@ def training_subset(train_count: int, size: int | None, seed: int | None) -> np.
 
 def build_loaders(cfg: DataConfig, *, rank: int = 0, world_size: int = 1, seed: int = 0,
                   device: torch.device) -> Loaders:
-    """The job's loaders for this rank (see :class:`Loaders`); the search split depends on ``seed`` only."""
+    """The job's loaders for this rank (see :class:`Loaders`); the search split depends on ``seed`` only.
+
+    ``cfg.batch_size`` is the batch this rank loads: pass ``config.per_rank(world_size)`` for data-parallel
+    training (the global batch split once, by the caller)."""
     return Loaders(cfg, rank=rank, world_size=world_size, seed=seed, device=device)

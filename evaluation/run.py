@@ -156,7 +156,8 @@ class TrainingRecord:
     ``history`` has one record per finished epoch (train_loss, train_top1, lr, ... ; val_* with a held-out
     split), ``best`` is ``{"epoch", "top1"}`` of the best validation epoch so far (None before any),
     ``elapsed_before`` the wall time of earlier sessions in seconds (:meth:`wall_time` adds this one's);
-    ``epochs``: the run's length, which a resumed record must fit.
+    ``epochs``: the run's length, which a resumed record must fit; ``session_start``: when this session began
+    (time.time(); the caller's start, so that building loaders and the network counts too).
     """
 
     epochs: int
@@ -165,13 +166,11 @@ class TrainingRecord:
     history: list = field(default_factory=list)
     best: dict = field(default_factory=lambda: {"epoch": None, "top1": None})
     resumed: bool = False
-
-    def __post_init__(self) -> None:
-        self._session_start = time.time()
+    session_start: float = field(default_factory=time.time, repr=False)
 
     def wall_time(self) -> float:
         """Seconds of training so far, across sessions."""
-        return self.elapsed_before + time.time() - self._session_start
+        return self.elapsed_before + time.time() - self.session_start
 
     def state_dict(self) -> dict:
         return {"epoch": len(self.history), "history": self.history, "best": self.best,
@@ -186,7 +185,6 @@ class TrainingRecord:
             raise ValueError(f"the training record {problem}")
         self.start_epoch, self.elapsed_before = state["epoch"], float(state["elapsed_s"])
         self.history, self.best, self.resumed = state["history"], state["best"], True
-        self._session_start = time.time()
 
 
 def build_seed_training(config: EvalConfig, genotype: Genotype, env: DistEnv) -> SeedTraining:
@@ -243,14 +241,16 @@ def checkpoint_components(training: SeedTraining, record: TrainingRecord) -> dic
             "scheduler": training.scheduler, "progress": record}
 
 
-def resume_training(training: SeedTraining, checkpoints: CheckpointManager, epochs: int) -> TrainingRecord:
+def resume_training(training: SeedTraining, checkpoints: CheckpointManager, epochs: int,
+                    session_start: float | None = None) -> TrainingRecord:
     """The record of the newest good checkpoint in ``checkpoints``, with the weights, optimizer, scheduler
     and RNG states it holds loaded into ``training``; a fresh record when there is none.
 
     Raises CheckpointInvalid when the checkpoint does not fit (another architecture, or a training record
     that does not fit a run of ``epochs``). Nothing in the run dir changes here, so a refusal leaves it as it was.
+    ``session_start`` (default: now) is when this session began, for the record's wall time.
     """
-    record = TrainingRecord(epochs=epochs)
+    record = TrainingRecord(epochs=epochs, session_start=time.time() if session_start is None else session_start)
     checkpoints.resume(checkpoint_components(training, record), expect=EPOCH_STATE)
     return record
 
@@ -393,13 +393,14 @@ def train_one_seed(config: EvalConfig, genotype: Genotype, run_dir: str | Path, 
     Steps: :func:`build_seed_training`, :func:`resume_training`, per epoch :func:`train_and_validate_epoch`
     (+ log and checkpoint), :func:`evaluate_on_test`, :func:`build_report`.
     """
+    session_start = time.time()
     run_dir = make_run_dir(run_dir, env)
     fingerprint = {**result_fingerprint(config, RESULT_SECTIONS), **genotype_fingerprint(genotype)}
     check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)  # before anything in run_dir changes
     training = build_seed_training(config, genotype, env)
     checkpoints = CheckpointManager(run_dir, env, keep=config.keep_checkpoints)
     best_checkpoints = CheckpointManager(run_dir / "best", env, keep=1)
-    record = resume_training(training, checkpoints, config.epochs)  # before the run dir is touched
+    record = resume_training(training, checkpoints, config.epochs, session_start)  # before the run dir is touched
     prepare_run_dir(run_dir, env, config)
     check_fingerprint(run_dir, fingerprint, is_main=env.is_main)
     logger = logger or get_logger("train_eval", env, run_dir)

@@ -9,8 +9,9 @@
         metrics = session.metrics()                     # metrics.jsonl + TensorBoard, closed at the end
 
 On entry: join the process group (torchrun's environment; a world of one otherwise), cap the CPU threads,
-seed every RNG with ``seed + rank`` (when a seed is given; a driver that seeds per run or per unit of work
-passes None), create the run directory. The logger and the metrics writer are made on demand, because a
+seed every RNG with ``seed + rank`` (when a seed is given: the evaluator passes None, since each of its
+``--seeds`` runs seeds itself; the searches pass theirs and also reseed every unit of work), create the run
+directory. The logger and the metrics writer are made on demand, because a
 driver first checks that a resume fits (fingerprint, checkpoint) before it writes anything into the run
 directory. On exit, also after an error: the metrics writer is closed and the process group torn down.
 """
@@ -60,8 +61,11 @@ class Session:
 
 @contextlib.contextmanager
 def run_session(run_dir: str | os.PathLike, *, device: str | None = None, threads: int | None = None,
-                seed: int | None = None, dist_timeout_s: float | None = None) -> Iterator[Session]:
-    """Set up a driver's session (module docstring) and tear it down on exit."""
+                seed: int | None = None, dist_timeout_s: float | None = None,
+                create_run_dir: bool = True) -> Iterator[Session]:
+    """Set up a driver's session (module docstring) and tear it down on exit. ``create_run_dir=False``: the
+    driver calls :func:`launch.rundir.make_run_dir` itself once its inputs are checked (the searches build
+    their loaders first, so a missing data file leaves no empty run directory behind)."""
     env = init_distributed(device=device, timeout_s=dist_timeout_s)
     session = None
     try:
@@ -69,7 +73,7 @@ def run_session(run_dir: str | os.PathLike, *, device: str | None = None, thread
             torch.set_num_threads(threads)
         if seed is not None:
             seed_everything(seed, env.rank)
-        session = Session(env, make_run_dir(run_dir, env))
+        session = Session(env, make_run_dir(run_dir, env) if create_run_dir else Path(run_dir))
         yield session
     finally:
         if session is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from launch.distributed import DistEnv
 from launch.fingerprint import check_fingerprint, result_fingerprint, write_fingerprint
-from launch.rundir import MetricsLogger, prepare_run_dir
+from launch.rundir import MetricsLogger, make_run_dir, prepare_run_dir
 from launch.session import run_session
 from perturb.config import RESULT_SECTIONS, EvolutionConfig, StageConfig
 from perturb.outputs import SearchRecorder
@@ -21,9 +21,10 @@ def run_evolutionary_search(cfg: EvolutionConfig) -> Genotype:
     Call it in every torchrun worker (or in a plain process: a world of one).
     """
     with run_session(Path(cfg.save) / cfg.note, device=cfg.device, threads=cfg.threads, seed=cfg.seed,
-                     dist_timeout_s=cfg.dist_timeout_s) as session:
-        env, run_dir = session.env, session.run_dir
-        member_loaders, ddp_loaders = build_search_loaders(cfg.data, env, cfg.seed)
+                     dist_timeout_s=cfg.dist_timeout_s, create_run_dir=False) as session:
+        env = session.env
+        member_loaders, ddp_loaders = build_search_loaders(cfg.data, env, cfg.seed)  # bad data: no run dir yet
+        run_dir = make_run_dir(session.run_dir, env)
         fingerprint = result_fingerprint(cfg, RESULT_SECTIONS)
         if cfg.resume:  # before anything in the run dir changes
             check_fingerprint(run_dir, fingerprint, is_main=env.is_main, write=False)

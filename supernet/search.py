@@ -397,6 +397,7 @@ class BilevelSearch:
         write_json_atomically(run_dir / "summary.json", {
             "method": cfg.method, "genotype": genotype.to_dict(name=cfg.note), "wall_time_s": round(wall, 3),
             "world_size": self.env.world_size, "device": str(self.env.device),
+            "steps_per_epoch": self.steps_per_epoch, "global_batch_size": cfg.data.batch_size,
             "device_hours": wall * self.env.world_size / 3600.0, "epochs": self.state["epoch"],
             "config": config_to_dict(cfg)}, indent=1)
         self.log.info("genotype: %s", genotype)

@@ -9,6 +9,13 @@ from launch.seeding import seed_everything
 from launch.session import run_session
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # the session sets it for the rest of the process
+
+
 def test_session_makes_the_run_dir_seeds_the_rank_and_closes_the_metrics_on_exit(tmp_path):
     seed_everything(7, 0)
     expected = torch.rand(3)
@@ -25,9 +32,13 @@ def test_session_makes_the_run_dir_seeds_the_rank_and_closes_the_metrics_on_exit
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("loss") == 1
 
 
-def test_session_tears_down_after_an_error(tmp_path):
+def test_session_tears_down_after_an_error(tmp_path, monkeypatch):
+    import launch.session
+    shutdowns = []
+    monkeypatch.setattr(launch.session, "shutdown_distributed", lambda: shutdowns.append(True))
     with pytest.raises(RuntimeError, match="boom"):
         with run_session(tmp_path / "run") as session:
             session.metrics()
+            assert not shutdowns
             raise RuntimeError("boom")
-    assert session._metrics is None and not dist.is_initialized()
+    assert session._metrics is None and shutdowns == [True]  # the writer closed, the process group shut down

@@ -100,6 +100,10 @@ def test_two_process_torchrun_keeps_alphas_identical_and_projects(tmp_path):
     kept_ops = {(r["edge"]): r["kept"] for r in projection["records"] if r["kind"] == "op"}
     for op, source in genotype["normal"]:
         assert op in kept_ops.values()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # data.batch_size is the global batch: 64 search-train images (half of 128) in batches of 32 summed over
+    # the 2 ranks (16 a rank) are 2 steps an epoch (1 if each rank loaded 32, 4 if the batch were split twice)
+    assert summary["global_batch_size"] == 32 and summary["steps_per_epoch"] == 2
 
 
 @pytest.mark.parametrize("override,needle", [
