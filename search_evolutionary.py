@@ -21,7 +21,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data.config import BATCH_SIZE_HELP  # noqa: E402
-from launch.config import add_override_argument, load_config  # noqa: E402
+from launch.config import add_override_argument, load_config_with_flags  # noqa: E402
 from common.errors import ArgumentParser, cli_entry  # noqa: E402
 from perturb.config import EvolutionConfig  # noqa: E402
 from perturb.search import run_evolutionary_search  # noqa: E402
@@ -64,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> EvolutionConfig:
     """The resolved config: defaults < --config < reference flags < --set."""
-    overrides = [f"{key}={getattr(args, flag)}" for flag, key in REFERENCE_FLAGS.items()
-                 if getattr(args, flag) is not None]
-    return load_config(EvolutionConfig, args.config, overrides + list(args.set))
+    return load_config_with_flags(EvolutionConfig, args, REFERENCE_FLAGS)
 
 
 @cli_entry

@@ -23,7 +23,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data.config import BATCH_SIZE_HELP  # noqa: E402
-from launch.config import add_override_argument, load_config  # noqa: E402
+from launch.config import add_override_argument, load_config_with_flags  # noqa: E402
 from common.errors import ArgumentParser, cli_entry  # noqa: E402
 from supernet.config import SupernetConfig  # noqa: E402
 
@@ -48,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SupernetConfig:
     """The resolved config: defaults < --config < flags < --set."""
-    overrides = [f"{key}={getattr(args, flag)}" for flag, key in FLAGS.items() if getattr(args, flag) is not None]
-    return load_config(SupernetConfig, args.config, overrides + list(args.set))
+    return load_config_with_flags(SupernetConfig, args, FLAGS)
 
 
 @cli_entry

@@ -41,6 +41,7 @@ from launch.train import train_step  # noqa: E402
 from space.ops import PRIMITIVES, SEARCH_OPS  # noqa: E402
 from space.search_network import NUM_EDGES, SearchNetwork, full_candidates  # noqa: E402
 from supernet.architect import Architect  # noqa: E402
+from supernet.search import frozen  # noqa: E402
 
 NETWORKS = ("darts", "pertnas_sn", "stage_a")
 
@@ -87,11 +88,8 @@ def measure(name: str, batch: int, steps: int, second_order: bool, device: torch
     def step() -> None:
         if architect is not None:
             architect.step(train_batch, val_batch)
-        for alpha in network.arch_parameters():
-            alpha.requires_grad_(False)
-        train_step(network, *train_batch, optimizer, grad_clip=5.0)
-        for alpha in network.arch_parameters():
-            alpha.requires_grad_(True)
+        with frozen(network.arch_parameters()):  # the weight step: the alphas get no gradient
+            train_step(network, *train_batch, optimizer, grad_clip=5.0)
 
     rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     step()  # warm-up (creates the momentum buffers and Adam state)

@@ -447,6 +447,16 @@ def load_config(cls: type[C], yaml_path: str | os.PathLike | None = None,
     return config
 
 
+
+def load_config_with_flags(cls: type[C], args: argparse.Namespace, flags: dict[str, str]) -> C:
+    """A CLI's resolved config: defaults < ``--config`` file < its named flags < ``--set`` overrides.
+
+    ``flags`` maps an argparse destination to its dotted config key (e.g. ``{"npop": "search.npop"}``); a flag
+    left at None is not given. ``args`` has ``config`` and ``set`` (see :func:`add_override_argument`).
+    """
+    overrides = [f"{key}={getattr(args, flag)}" for flag, key in flags.items() if getattr(args, flag) is not None]
+    return load_config(cls, args.config, overrides + list(args.set))
+
 def _plain(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
