@@ -164,9 +164,15 @@ def init_distributed(backend: str | None = None, device: str | None = None,
     )
 
 
-def shutdown_distributed() -> None:
-    """Destroy the process group if there is one (safe to call in a world of one, or twice)."""
+def shutdown_distributed(wait_for_others: bool = False) -> None:
+    """Destroy the process group if there is one (safe to call in a world of one, or twice).
+
+    ``wait_for_others``: a barrier first, on a normal exit, so that no rank (rank 0 hosts the store) tears
+    the group down while another still uses it; never after an error, when a rank may be gone.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait_for_others:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -67,7 +67,7 @@ def run_session(run_dir: str | os.PathLike, *, device: str | None = None, thread
     driver calls :func:`launch.rundir.make_run_dir` itself once its inputs are checked (the searches build
     their loaders first, so a missing data file leaves no empty run directory behind)."""
     env = init_distributed(device=device, timeout_s=dist_timeout_s)
-    session = None
+    session, finished = None, False
     try:
         if threads is not None:
             torch.set_num_threads(threads)
@@ -75,7 +75,8 @@ def run_session(run_dir: str | os.PathLike, *, device: str | None = None, thread
             seed_everything(seed, env.rank)
         session = Session(env, make_run_dir(run_dir, env) if create_run_dir else Path(run_dir))
         yield session
+        finished = True
     finally:
         if session is not None:
             session.close()
-        shutdown_distributed()
+        shutdown_distributed(wait_for_others=finished)

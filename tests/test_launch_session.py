@@ -35,10 +35,10 @@ def test_session_makes_the_run_dir_seeds_the_rank_and_closes_the_metrics_on_exit
 def test_session_tears_down_after_an_error(tmp_path, monkeypatch):
     import launch.session
     shutdowns = []
-    monkeypatch.setattr(launch.session, "shutdown_distributed", lambda: shutdowns.append(True))
+    monkeypatch.setattr(launch.session, "shutdown_distributed", lambda wait_for_others: shutdowns.append(wait_for_others))
     with pytest.raises(RuntimeError, match="boom"):
         with run_session(tmp_path / "run") as session:
             session.metrics()
             assert not shutdowns
             raise RuntimeError("boom")
-    assert session._metrics is None and shutdowns == [True]  # the writer closed, the process group shut down
+    assert session._metrics is None and shutdowns == [False]  # writer closed, group shut down without a barrier

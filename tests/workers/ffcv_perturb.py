@@ -60,7 +60,7 @@ def main() -> None:
         records = [record]
     if env.is_main:
         Path(args.out).write_text(json.dumps(records))
-    shutdown_distributed()
+    shutdown_distributed(wait_for_others=True)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def main() -> None:
         dist.all_gather_object(gathered, record)
     if env.rank == 0:
         Path(args.out).write_text(json.dumps(gathered))
-    shutdown_distributed()
+    shutdown_distributed(wait_for_others=True)
 
 
 if __name__ == "__main__":
