@@ -79,7 +79,7 @@ def test_seeds_get_their_own_runs_and_a_summary(cifar_like, tmp_path):
     assert summary["best_on_validation_test_top1"] is None  # no held-out split: nothing was selected
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"real MNIST not found at {MNIST_DIR}")
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"real MNIST not found at {MNIST_DIR} (only on the project's workplace, not in a fresh clone)")
 def test_tiny_run_on_mnist_writes_the_report(tmp_path):
     args = ["DARTS_V2", "--config", str(QUICK), "--run-dir", str(tmp_path), "--data-dir", str(MNIST_DIR),
             *_sets(*TINY, "epochs=1", "data.train_subset=600", "data.eval_batch_size=1000")]
