@@ -128,17 +128,13 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, topk: Sequence[int] = (
     return (count_correct(logits, labels, topk) * (100.0 / labels.numel())).tolist()
 
 
-def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-               optimizer: torch.optim.Optimizer, *, criterion: Criterion | None = None,
-               grad_clip: float | None = 5.0, aux_weight: float = 0.0, scheduler=None,
-               precision: str = "auto") -> dict:
-    """One optimisation step on a batch; returns ``{"loss": float, "top1": float}`` (top1 in percent).
-
-    images (N, C, H, W), labels (N,). Forward under :func:`autocast_context` at ``precision``, loss as in the module
-    docstring (``criterion`` defaults to cross-entropy), backward, gradient-norm clipping to
-    ``grad_clip`` (None: no clipping), ``optimizer.step()``, then ``scheduler.step()`` if given.
-    The model's train/eval mode is left as the caller set it.
-    """
+def _train_step_on_device(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                          optimizer: torch.optim.Optimizer, *, criterion: Criterion | None = None,
+                          grad_clip: float | None = 5.0, aux_weight: float = 0.0, scheduler=None,
+                          precision: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """The step of :func:`train_step`, returning ``(loss, correct)`` as 0-d tensors on the model's device
+    (the float32 loss, detached, and the float64 number of top-1 hits) without reading them back, so a
+    CUDA stream never waits for the host inside an epoch."""
     criterion = criterion or F.cross_entropy
     device = _model_device(model)
     images, labels = _on_device(images, labels, device)
@@ -154,8 +150,29 @@ def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tenso
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    top1 = count_correct(logits.detach(), labels, topk=(1,))[0] * (100.0 / labels.numel())
-    return {"loss": loss.item(), "top1": top1.item()}
+    return loss.detach(), count_correct(logits.detach(), labels, topk=(1,))[0]
+
+
+def train_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               optimizer: torch.optim.Optimizer, *, criterion: Criterion | None = None,
+               grad_clip: float | None = 5.0, aux_weight: float = 0.0, scheduler=None,
+               precision: str = "auto") -> dict:
+    """One optimisation step on a batch; returns ``{"loss": float, "top1": float}`` (top1 in percent).
+
+    images (N, C, H, W), labels (N,). Forward under :func:`autocast_context` at ``precision``, loss as in the module
+    docstring (``criterion`` defaults to cross-entropy), backward, gradient-norm clipping to
+    ``grad_clip`` (None: no clipping), ``optimizer.step()``, then ``scheduler.step()`` if given.
+    The model's train/eval mode is left as the caller set it. Reading the two floats waits for the device;
+    :func:`train_epoch` takes the same step without reading anything back.
+    """
+    loss, correct = _train_step_on_device(model, images, labels, optimizer, criterion=criterion,
+                                          grad_clip=grad_clip, aux_weight=aux_weight, scheduler=scheduler,
+                                          precision=precision)
+    return {"loss": loss.item(), "top1": (correct * (100.0 / labels.numel())).item()}
+
+
+#: train_epoch's progress bar shows the running loss every this many steps (each display reads the device).
+POSTFIX_EVERY = 20
 
 
 def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, *,
@@ -171,10 +188,11 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
     this call (0, 1, ...) and the batch as ``batches`` yields it (the DARTS architecture step of
     supernet/search.py); what it changes (parameters, learning rates) the step then sees.
     Sets ``model.train()``. Other keyword arguments go to :func:`train_step` (criterion, grad_clip,
-    aux_weight, scheduler, precision).
+    aux_weight, scheduler, precision). The sums stay on the model's device and are read once at the end
+    (and every :data:`POSTFIX_EVERY` steps for the progress bar, where it is shown).
     """
     model.train()
-    sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct top-1, n
+    sums = torch.zeros(3, dtype=torch.float64, device=_model_device(model))  # loss * n, correct top-1, n
     steps = 0
     total = max_steps
     if total is None and hasattr(batches, "__len__"):
@@ -183,16 +201,18 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
     for index, (images, labels) in enumerate(bar if max_steps != 0 else ()):
         if before_step is not None:
             before_step(index, images, labels)
-        result = train_step(model, images, labels, optimizer, **train_step_kwargs)
+        loss, correct = _train_step_on_device(model, images, labels, optimizer, **train_step_kwargs)
         count = labels.shape[0]
-        sums += torch.tensor([result["loss"] * count, result["top1"] * count / 100.0, count], dtype=torch.float64)
+        sums[0] += loss.double() * count
+        sums[1] += correct
+        sums[2] += count
         steps += 1
-        bar.set_postfix(loss=f"{result['loss']:.3f}", top1=f"{result['top1']:.1f}")
+        if not bar.disable and (steps - 1) % POSTFIX_EVERY == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{100.0 * correct.item() / count:.1f}")
         if max_steps is not None and steps >= max_steps:
             break  # checked after the step so no batch is drawn and dropped
     bar.close()
-    if sync:
-        sums = all_reduce_sum(sums.to(env.device)).cpu()
+    sums = all_reduce_sum(sums.to(env.device)).cpu() if sync else sums.cpu()
     count = sums[2].item()
     return {
         "loss": sums[0].item() / count if count else math.nan,
@@ -202,7 +222,7 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
     }
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_batches: int | None = None,
              criterion: Criterion | None = None, desc: str = "eval", sync: bool = True,
              precision: str = "auto", per_sample: bool = False) -> dict:
@@ -212,7 +232,8 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_bat
     ranks and correct the number of top-1 hits (top1 = 100 * correct / count);
     with a distributed job every rank must call it (one all_reduce of [loss sum, correct@1, correct@5, n]).
     ``sync=False`` scores this rank's batches alone and runs no collective (per-rank candidates).
-    Runs the unwrapped model (no DDP collectives; a torch.compile wrapper is kept) in eval mode at
+    Runs the unwrapped model (no DDP collectives; a torch.compile wrapper is kept) under
+    torch.inference_mode in eval mode at
     ``precision`` (see :data:`PRECISIONS`) and restores its previous mode afterwards.
     ``criterion`` must return the batch mean (default cross-entropy); only the main logits are scored.
     ``per_sample``: also return this rank's ``per_sample_correct`` and ``per_sample_loss``, float64 CPU
