@@ -8,7 +8,8 @@
         log = session.logger("search_evolutionary")    # console (rank 0) + log.txt / log.rank<r>.txt
         metrics = session.metrics()                     # metrics.jsonl + TensorBoard, closed at the end
 
-On entry: join the process group (torchrun's environment; a world of one otherwise), cap the CPU threads,
+On entry: join the process group (torchrun's environment; a world of one otherwise), on the CPU keep freed
+memory in the process (launch/cpu_allocator.py: no page faults per step), cap the CPU threads,
 seed every RNG with ``seed + rank`` (when a seed is given: the evaluator passes None, since each of its
 ``--seeds`` runs seeds itself; the searches pass theirs and also reseed every unit of work), create the run
 directory. The logger and the metrics writer are made on demand, because a
@@ -26,6 +27,7 @@ from typing import Iterator
 
 import torch
 
+from launch.cpu_allocator import tune_cpu_allocator
 from launch.distributed import DistEnv, init_distributed, shutdown_distributed
 from launch.rundir import MetricsLogger, get_logger, make_run_dir
 from launch.seeding import seed_everything
@@ -69,6 +71,7 @@ def run_session(run_dir: str | os.PathLike, *, device: str | None = None, thread
     env = init_distributed(device=device, timeout_s=dist_timeout_s)
     session, finished = None, False
     try:
+        tune_cpu_allocator(env.device)
         if threads is not None:
             torch.set_num_threads(threads)
         if seed is not None:
