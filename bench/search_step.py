@@ -8,6 +8,8 @@ Rows (CIFAR-shaped input 3x32x32, 10 classes, C = --channels (16), random inputs
   darts    DARTS supernet: 8 cells, separate normal/reduction cells, the 8 candidates on all 14 edges,
            softmax-weighted; ONE first-order bilevel step = architecture step (Architect, alpha gradient on a
            val batch, Adam) + weight step (SGD, momentum 0.9, grad clip 5); batch --batch (64).
+  darts_ckpt  the darts row with activation checkpointing per cell (network.checkpoint_cells); a revision
+           without it measures its plain darts step (the memory it took before the lever existed).
   stage_a  PertNAS stage-A network: 5 cells, one shared cell; edge --edge holds the 7 ops + none, every other
            edge one op drawn from a fixed seed + none; one weight step (SGD); batch --batch (64).
   unit     one whole stage-A unit at the pertnas_cifar10 shape (C, 5 cells, batch --unit-batch 256,
@@ -15,6 +17,11 @@ Rows (CIFAR-shaped input 3x32x32, 10 classes, C = --channels (16), random inputs
            --unit-train-steps steps from a fresh network, then perturb-val of the 7 ops of the expanded edge
            (each: snapshot restore, --unit-finetune-steps fine-tune steps, accuracy on --unit-val-batches
            search-val batches) plus the reference accuracy; the time of the whole unit.
+
+Every network is laid out as the revision's default config lays it out on the CPU (its
+``RunConfig().channels_last``: channels_last from 2026-12; a revision without the key: contiguous), and the
+process's CPU allocator is set up as the revision's run session sets it up (launch.session, where it has
+``tune_cpu_allocator``), so each revision is measured as its CLIs would run.
 
 Measurement: every (row, revision, repeat) runs in a FRESH child process, so peak RSS belongs to one
 measurement alone: peak_rss_MiB is the child's ru_maxrss (getrusage) at the end, i.e. everything the process
@@ -45,7 +52,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ("darts", "stage_a", "unit")
+ROWS = ("darts", "darts_ckpt", "stage_a", "unit")
 
 
 def _rss_now_bytes() -> int:
@@ -79,19 +86,32 @@ def _stage_a_cell(edge: int, seed: int = 0):
     return tuple(tuple(SEARCH_OPS) if e == edge else (generator.choice(PRIMITIVES), NONE_OP) for e in range(NUM_EDGES))
 
 
+def _as_the_project_runs(network):
+    """``network`` in the memory format the revision's default config gives it on the CPU (module docstring)."""
+    from launch.run_config import RunConfig
+    from launch.train import to_channels_last
+    return to_channels_last(network, "cpu", getattr(RunConfig(), "channels_last", None))
+
+
 def _step_row(row: str, batch: int, steps: int, edge: int, channels: int) -> dict:
-    """darts / stage_a: build, one warm-up step, then ``steps`` timed steps (module docstring)."""
+    """darts / darts_ckpt / stage_a: build, one warm-up step, then ``steps`` timed steps (module docstring)."""
+    import inspect
+
     import torch
     from launch.train import train_step
     from space.search_network import SearchNetwork, full_candidates
     from supernet.architect import Architect
 
     torch.manual_seed(0)
-    if row == "darts":
+    extra = {}
+    if row == "darts_ckpt" and "checkpoint_cells" in inspect.signature(SearchNetwork).parameters:
+        extra["checkpoint_cells"] = True
+    if row.startswith("darts"):
         network = SearchNetwork(3, 10, full_candidates(), full_candidates(), channels=channels, layers=8,
-                                weighting="softmax")
+                                weighting="softmax", **extra)
     else:
         network = SearchNetwork(3, 10, _stage_a_cell(edge), None, channels=channels, layers=5)
+    network = _as_the_project_runs(network)
     optimizer = torch.optim.SGD(network.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     architect = None
     if network.arch_parameters():
@@ -116,7 +136,7 @@ def _step_row(row: str, batch: int, steps: int, edge: int, channels: int) -> dic
         started = time.perf_counter()
         step()
         times.append(time.perf_counter() - started)
-    return {"time_s": statistics.median(times), "rss_built": rss_built}
+    return {"time_s": statistics.median(times), "rss_built": rss_built, "checkpointed": bool(extra)}
 
 
 def _unit_row(batch: int, edge: int, train_steps: int, finetune_steps: int, val_batches: int, channels: int) -> dict:
@@ -137,7 +157,7 @@ def _unit_row(batch: int, edge: int, train_steps: int, finetune_steps: int, val_
     torch.manual_seed(0)
     rss_built = _rss_now_bytes()
     started = time.perf_counter()
-    network = SearchNetwork(3, 10, _stage_a_cell(edge), None, channels=channels, layers=5)
+    network = _as_the_project_runs(SearchNetwork(3, 10, _stage_a_cell(edge), None, channels=channels, layers=5))
     # pertnas_cifar10: SGD(lr 0.2176 / 2.5, momentum 0.9, wd 3e-4), no clipping; fine-tuning continues it
     optimizer = torch.optim.SGD(network.parameters(), lr=0.2176 / 2.5, momentum=0.9, weight_decay=3e-4)
     train_epoch(network, train, optimizer, env=env, desc="train", sync=False, grad_clip=None)
@@ -162,6 +182,9 @@ def measure_child(args: argparse.Namespace) -> dict:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
+    from launch import session
+    if hasattr(session, "tune_cpu_allocator"):
+        session.tune_cpu_allocator(torch.device("cpu"))
     if args.child == "unit":
         result = _unit_row(args.unit_batch, args.edge, args.unit_train_steps, args.unit_finetune_steps,
                            args.unit_val_batches, args.channels)
@@ -226,18 +249,20 @@ def report(args: argparse.Namespace, results: dict, ref: str | None) -> None:
     print(f"C {args.channels}, batch {args.batch} (unit: {args.unit_batch}, {args.unit_train_steps} train + 7 x "
           f"{args.unit_finetune_steps} fine-tune steps, {args.unit_val_batches} val batches), threads "
           f"{args.threads or 'default'}, best of {args.repeats}")
-    print(f"{'row':<9}{'code':<7}" + "".join(f"{c:>18}" for c in columns))
+    print(f"{'row':<12}{'code':<7}" + "".join(f"{c:>18}" for c in columns))
     best = {}
     for row, by_label in results.items():
         for label, runs in by_label.items():
             best[row, label] = {c: min(r[c] for r in runs) for c in columns}
-            print(f"{row:<9}{label:<7}" + "".join(f"{best[row, label][c]:>18.3f}" for c in columns))
+            print(f"{row:<12}{label:<7}" + "".join(f"{best[row, label][c]:>18.3f}" for c in columns))
     if ref is None:
         return
     for row in results:
         this, other = best[row, "this"], best[row, "ref"]
+        plain = f" ({ref} has no checkpointing: against its plain step)" if row == "darts_ckpt" and not any(
+            r.get("checkpointed") for r in results[row]["ref"]) else ""
         print(f"ratio {row} (this / {ref}): time x{this['time_s'] / other['time_s']:.3f}, "
-              f"peak RSS x{this['peak_rss_MiB'] / other['peak_rss_MiB']:.3f}")
+              f"peak RSS x{this['peak_rss_MiB'] / other['peak_rss_MiB']:.3f}{plain}")
 
 
 def parse_args(argv=None, parser_class=argparse.ArgumentParser) -> argparse.Namespace:

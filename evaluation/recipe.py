@@ -102,9 +102,9 @@ class EvalConfig(RunConfig):
     autoaugment: AutoAugment's CIFAR-10 policy on training batches (data/autoaugment.py);
     precision: the forward pass's precision (launch.train.PRECISIONS): 'auto' = bf16 autocast on CUDA and
     float32 on the CPU, 'bf16' = bf16 autocast on any device, 'fp32' = never autocast;
-    channels_last: channels_last memory format for the model (and, on the CPU, the batches): null = on
-    CUDA only, true = on any device (about 2x faster on the CPU for these depthwise-separable networks
-    with torch's CPU kernels), false = never;
+    channels_last (launch.run_config.RunConfig): channels_last memory format for the model (and, on the CPU,
+    the batches): true (default) = on any device (about 2x faster on the CPU for these depthwise-separable
+    networks with torch's CPU kernels), null = on CUDA only, false = never;
     compile: torch.compile the network (launch.train.maybe_compile; inside DDP, evaluation runs compiled too);
     sync_batchnorm: SyncBatchNorm across ranks (CUDA only);
     deterministic: deterministic kernels (slower on GPU);
@@ -119,7 +119,6 @@ class EvalConfig(RunConfig):
     holdout_validation: bool = False
     autoaugment: bool = False
     precision: Literal["auto", "bf16", "fp32"] = "auto"
-    channels_last: bool | None = None
     compile: bool = False
     sync_batchnorm: bool = False
     deterministic: bool = False

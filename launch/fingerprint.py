@@ -7,7 +7,8 @@ value would silently mix two settings in one result, so :func:`check_fingerprint
 names the first differing key, both values, and how to start anew.
 
 Keys that only say where inputs are or how fast they are read (:data:`LOCATION_KEYS`: data folders,
-loader threads) are left out, so moving the data does not block a resume. Only keys present in both the
+loader threads), or that change only the memory a step takes and not its values (activation
+checkpointing), are left out, so moving the data or turning checkpointing on does not block a resume. Only keys present in both the
 file and the new fingerprint are compared, so a run written before a config key existed still resumes.
 
 Typical use, every rank::
@@ -30,8 +31,10 @@ from launch.config import config_to_dict
 from common.errors import UserInputError, short_repr
 
 FINGERPRINT_FILE = "fingerprint.json"
-#: Dotted keys that never change what is computed: where the data is, how many threads read it.
-LOCATION_KEYS = frozenset({"data.data_dir", "data.beton_dir", "data.download", "data.num_workers", "data.os_cache"})
+#: Dotted keys that never change what is computed: where the data is, how many threads read it, whether
+#: activations are recomputed (bit-identical: tests/test_search_network_checkpoint.py).
+LOCATION_KEYS = frozenset({"data.data_dir", "data.beton_dir", "data.download", "data.num_workers", "data.os_cache",
+                           "network.checkpoint_cells"})
 START_ANEW = "to start anew, use another --note (or --run-dir), or --set resume=false where the CLI has it"
 
 

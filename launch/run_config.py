@@ -2,7 +2,7 @@
 top level of every YAML preset: ``seed: 2``, ``threads: 1``).
 
 - :class:`RunConfig` (search_evolutionary.py, search_supernet.py, train_eval.py): ``seed``, ``device``,
-  ``threads``.
+  ``threads``, ``channels_last``.
 - :class:`SearchRunConfig` (the two searches): adds the run directory ``save/note``, ``resume`` and
   ``pictures``. train_eval.py takes its run directory from ``--run-dir`` (one folder per genotype and data
   set by default, a sub-folder per seed with ``--seeds``), always resumes, and draws nothing, so those four
@@ -28,11 +28,17 @@ _DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
 class RunConfig:
     """seed: the job's seed (rank r is seeded with seed + r); device: null (CUDA when present, else the CPU),
     'cpu', 'cuda' or 'cuda:N'; threads: torch's intra-op CPU threads per process (null: torch's default;
-    1 avoids oversubscription when several processes share few cores)."""
+    1 avoids oversubscription when several processes share few cores); channels_last: the networks' memory
+    format (launch.train.to_channels_last): true (the default) = channels_last on every device, false =
+    never, null = on CUDA only (the default until 2026-12). On the CPU, torch's kernels for depthwise
+    convolutions, pools and BatchNorm are much faster in channels_last (README, "Search speed"); the values
+    differ from the contiguous layout's by float rounding only (the README measures what that does to the
+    scores)."""
 
     seed: int = 0
     device: str | None = None
     threads: int | None = None
+    channels_last: bool | None = True
 
     def validate(self) -> None:
         if self.device is not None and not _DEVICE.fullmatch(self.device):

@@ -102,7 +102,7 @@ class SearchRuntime:
         net = self.cfg.network
         network = SearchNetwork(self.info.in_channels, self.info.num_classes, cell, reduce=None,
                                 channels=net.channels, layers=net.layers, stem_multiplier=net.stem_multiplier)
-        return to_channels_last(network.to(self.env.device), self.env.device)
+        return to_channels_last(network.to(self.env.device), self.env.device, self.cfg.channels_last)
 
     @property
     def stage_a_records(self) -> MemberRecords:

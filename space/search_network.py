@@ -16,6 +16,12 @@ An edge with a single active op returns that op's output as is (no weighted sum)
 op other than ``none`` returns ``None`` and its node skips it. Node ``k`` sums its active incoming edges;
 the cell output concatenates nodes 2..5 on channels.
 
+``checkpoint_cells`` (activation checkpointing) keeps only each cell's inputs during a forward pass that
+builds a graph and recomputes the cell's activations in the backward pass (torch.utils.checkpoint,
+non-reentrant). BatchNorm running statistics are restored after the recomputation, so they are updated
+once per forward, as without checkpointing; the recomputed activations are the stored ones, so losses,
+gradients and running statistics are those of the plain network (tests/test_search_network_checkpoint.py).
+
 Edge order (REFERENCE section 1): node 2: edges 0-1 (inputs 0,1); node 3: edges 2-4 (inputs 0,1,2);
 node 4: edges 5-8; node 5: edges 9-13. ``EDGE_ENDPOINTS[e] = (input_node, node)``.
 """
@@ -27,6 +33,8 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch.utils.checkpoint import checkpoint
 
 from space.genotype import DEFAULT_CONCAT, INPUT_NODES, STEPS, Genotype
 from space.ops import NONE_OP, SEARCH_OPS, FactorizedReduce, ReLUConvBN, make_op
@@ -184,6 +192,28 @@ class SearchCell(nn.Module):
         return torch.cat(states[INPUT_NODES:], dim=1)
 
 
+class _RunningStatsKept:
+    """Context of a checkpointed cell's recomputation: the BatchNorm running statistics (running_mean,
+    running_var, num_batches_tracked) of ``module`` are saved on entry and written back on exit, so the
+    second forward pass of the cell does not update them a second time."""
+
+    def __init__(self, module: nn.Module):
+        self.norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                      and m.track_running_stats]
+        self.saved: list[list[torch.Tensor]] = []
+
+    def __enter__(self) -> None:
+        self.saved = [[buffer.clone() for buffer in (m.running_mean, m.running_var, m.num_batches_tracked)]
+                      for m in self.norms]
+
+    def __exit__(self, *exc) -> None:
+        with torch.no_grad():
+            for m, saved in zip(self.norms, self.saved):
+                for buffer, value in zip((m.running_mean, m.running_var, m.num_batches_tracked), saved):
+                    buffer.copy_(value)
+        self.saved = []
+
+
 class SearchNetwork(nn.Module):
     """The search network (DARTS): stem 3x3 conv to ``stem_multiplier * C`` + BN, ``layers`` cells with
     reductions at ``layers // 3`` and ``2 * layers // 3`` (channels double there), global average pool,
@@ -192,13 +222,15 @@ class SearchNetwork(nn.Module):
     ``normal``: the 14 edges' candidate ops of normal cells; ``reduce``: those of reduction cells, or None
     for ONE shared cell (PertNAS): then masks apply to normal and reduction cells together.
     ``weighting`` (module docstring) adds architecture parameters ``alphas[cell_type]`` of shape
-    (14, K) when every edge has the same K candidates.
+    (14, K) when every edge has the same K candidates. ``checkpoint_cells``: activation checkpointing per
+    cell (module docstring).
     """
 
     def __init__(self, in_channels: int, num_classes: int, normal: Sequence[Sequence[str]],
                  reduce: Sequence[Sequence[str]] | None = None, channels: int = 16, layers: int = 5,
-                 stem_multiplier: int = 3, weighting: str = "sum"):
+                 stem_multiplier: int = 3, weighting: str = "sum", checkpoint_cells: bool = False):
         super().__init__()
+        self.checkpoint_cells = checkpoint_cells
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         if layers < 1 or channels < 2 or channels % 2:
@@ -314,7 +346,14 @@ class SearchNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = {cell_type: self.edge_weights(cell_type) for cell_type in CELL_TYPES}
         s0 = s1 = self.stem(x)
+        recompute = self.checkpoint_cells and torch.is_grad_enabled()
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, weights["reduce" if cell.reduction else "normal"])
+            cell_weights = weights["reduce" if cell.reduction else "normal"]
+            if recompute:
+                out = checkpoint(cell, s0, s1, cell_weights, use_reentrant=False,
+                                 context_fn=lambda cell=cell: (contextlib.nullcontext(), _RunningStatsKept(cell)))
+            else:
+                out = cell(s0, s1, cell_weights)
+            s0, s1 = s1, out
         return self.classifier(torch.flatten(self.global_pooling(s1), 1))
 

@@ -29,11 +29,15 @@ from space.primitives import PRIMITIVES, SEARCH_OPS
 class SupernetNetworkConfig(SearchNetworkConfig):
     """The supernet: the search network's C = ``channels``, ``layers`` cells and stem (perturb.config), with
     candidate ``ops`` on every edge (DARTS: the 7 primitives + none), ``weighting`` softmax (DARTS) or maxw
-    (sharpDARTS Max-W), ``shared_cell``: one cell for normal and reduction cells (PertNAS) or two."""
+    (sharpDARTS Max-W), ``shared_cell``: one cell for normal and reduction cells (PertNAS) or two.
+    ``checkpoint_cells``: activation checkpointing per cell (space/search_network.py): each cell's
+    activations are recomputed in the backward pass instead of kept, for a fraction of the memory at the
+    cost of one more forward pass (README, "Search speed"); results are the same to the bit."""
 
     layers: int = 8
     weighting: Literal["softmax", "maxw"] = "softmax"
     shared_cell: bool = False
+    checkpoint_cells: bool = False
     ops: list[str] = field(default_factory=lambda: list(SEARCH_OPS))
 
     def validate(self) -> None:
@@ -188,6 +192,9 @@ class SupernetConfig(SearchRunConfig):
             raise ConfigError(f"must be at least 1 (got {self.eval_batches})", key="eval_batches")
         if self.stop_after_epochs is not None and self.stop_after_epochs < 1:
             raise ConfigError(f"must be at least 1 or null (got {self.stop_after_epochs})", key="stop_after_epochs")
+        if self.method == "pertnas" and self.network.checkpoint_cells:
+            raise ConfigError("applies to the darts and darts_pt supernets only (method pertnas trains "
+                              "pertnas.network)", key="network.checkpoint_cells")
         if self.method != "pertnas" and "none" not in self.network.ops and len(self.network.ops) < 2:
             raise ConfigError("a bilevel search needs at least 2 candidate ops", key="network.ops")
 
@@ -196,7 +203,8 @@ def evolution_config(cfg: SupernetConfig) -> EvolutionConfig:
     """The evolutionary search's config for the PertNAS variant's stages (same seed, data and run dir)."""
     pertnas = cfg.pertnas
     return EvolutionConfig(seed=cfg.seed, save=cfg.save, note=cfg.note, resume=cfg.resume, device=cfg.device,
-                           threads=cfg.threads, pictures=cfg.pictures, data=dataclasses.replace(cfg.data),
+                           threads=cfg.threads, channels_last=cfg.channels_last, pictures=cfg.pictures,
+                           data=dataclasses.replace(cfg.data),
                            network=pertnas.network, optim=pertnas.optim,
                            search=dataclasses.replace(pertnas.search, npop=1))
 

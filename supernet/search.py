@@ -110,8 +110,8 @@ def build_supernet(cfg: SupernetConfig, in_channels: int, num_classes: int, devi
     candidates = normalize_candidates([tuple(net.ops)] * NUM_EDGES)
     network = SearchNetwork(in_channels, num_classes, candidates, None if net.shared_cell else candidates,
                             channels=net.channels, layers=net.layers, stem_multiplier=net.stem_multiplier,
-                            weighting=net.weighting)
-    return to_channels_last(network.to(device), device)
+                            weighting=net.weighting, checkpoint_cells=net.checkpoint_cells)
+    return to_channels_last(network.to(device), device, cfg.channels_last)
 
 
 class BilevelSearch:

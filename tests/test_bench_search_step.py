@@ -20,21 +20,21 @@ def worktrees() -> str:
     return subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
 
 
-def test_compare_ref_prints_the_three_ratios_and_removes_its_worktree():
+def test_compare_ref_prints_the_four_ratios_and_removes_its_worktree():
     before = worktrees()
     result = run("--channels", "2", "--batch", "2", "--steps", "1", "--repeats", "1", "--unit-batch", "4",
                  "--unit-train-steps", "1", "--unit-finetune-steps", "1", "--unit-val-batches", "1", "--threads", "1",
                  "--compare-ref", "HEAD")
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    for row in ("darts", "stage_a", "unit"):
-        ratio = re.search(rf"^ratio {row} \(this / HEAD\): time x([0-9.]+), peak RSS x([0-9.]+)$", out, re.M)
+    for row in ("darts", "darts_ckpt", "stage_a", "unit"):
+        ratio = re.search(rf"^ratio {row} \(this / HEAD\): time x([0-9.]+), peak RSS x([0-9.]+)", out, re.M)
         assert ratio, out
         assert float(ratio.group(1)) > 0 and 0.5 < float(ratio.group(2)) < 2.0  # same code: similar memory
         for code in ("this", "ref"):
             assert re.search(rf"^{row}\s+{code}\s+[0-9.]+\s+[0-9.]+\s+-?[0-9.]+$", out, re.M), out
     # each measurement ran in its own child: one progress line per (row, code)
-    assert len(re.findall(r"repeat 1 \S+\s+(this|ref)\s+time", result.stderr)) == 6
+    assert len(re.findall(r"repeat 1 \S+\s+(this|ref)\s+time", result.stderr)) == 8
     assert not [line for line in set(worktrees().splitlines()) - set(before.splitlines()) if "search_step_" in line]
 
 

@@ -199,11 +199,38 @@ def test_compiled_train_steps_equal_plain_ones_and_evaluate_runs_compiled(build,
     assert result["top1"] == evaluate(plain, [batch(4)], env=MAIN)["top1"]
 
 
+def _conv_layouts(network: torch.nn.Module) -> set[bool]:
+    """{True} when every convolution whose layout is unambiguous (k x k, more than one input channel per
+    group: for the others both layouts have the same strides) is channels_last, {False} when none is."""
+    return {m.weight.is_contiguous(memory_format=torch.channels_last) for m in network.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1 and m.weight.shape[1] > 1}
+
+
+@pytest.mark.parametrize("setting, channels_last", [(True, True), (None, False), (False, False)])  # on the CPU
+def test_search_networks_follow_the_channels_last_key(tmp_path, setting, channels_last):
+    """Both searches build their networks in the layout ``channels_last`` asks for (null: CUDA only)."""
+    from types import SimpleNamespace
+
+    from perturb.config import EvolutionConfig, SearchNetworkConfig
+    from perturb.runtime import SearchRuntime
+    from supernet.config import SupernetConfig, SupernetNetworkConfig
+    from supernet.search import build_supernet
+
+    cfg = EvolutionConfig(channels_last=setting, network=SearchNetworkConfig(channels=4, layers=2))
+    loaders = SimpleNamespace(info=SimpleNamespace(in_channels=3, num_classes=10))
+    runtime = SearchRuntime(cfg, MAIN, loaders, loaders, tmp_path)
+    cell = tuple(("sep_conv_3x3", "dil_conv_3x3") if edge == 0 else () for edge in range(NUM_EDGES))
+    assert _conv_layouts(runtime.new_network(cell, "A/m0/e0")) == {channels_last}
+    supernet_cfg = SupernetConfig(channels_last=setting, network=SupernetNetworkConfig(channels=4, layers=3))
+    assert _conv_layouts(build_supernet(supernet_cfg, 3, 10, CPU)) == {channels_last}
+
+
 # ---- train_eval's config keys ------------------------------------------------------------------------
 def test_train_eval_takes_precision_and_channels_last(tmp_path, one_thread):
     config = load_config(EvalConfig, None, ["precision=bf16", "channels_last=true", "compile=false"])
     assert (config.precision, config.channels_last, config.compile) == ("bf16", True, False)
-    assert (EvalConfig().precision, EvalConfig().channels_last) == ("auto", None)  # CUDA-only by default
+    assert (EvalConfig().precision, EvalConfig().channels_last) == ("auto", True)  # channels_last everywhere
+    assert load_config(EvalConfig, None, ["channels_last=null"]).channels_last is None  # CUDA only
     with pytest.raises(ConfigError, match="precision"):
         load_config(EvalConfig, None, ["precision=fp16"])
     folder = write_cifar_like_folder(tmp_path / "images", classes=4, train_per_class=8, test_per_class=2)
