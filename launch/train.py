@@ -233,8 +233,8 @@ def evaluate(model: torch.nn.Module, batches: Iterable, *, env: DistEnv, max_bat
     with a distributed job every rank must call it (one all_reduce of [loss sum, correct@1, correct@5, n]).
     ``sync=False`` scores this rank's batches alone and runs no collective (per-rank candidates).
     Runs the unwrapped model (no DDP collectives; a torch.compile wrapper is kept) under
-    torch.inference_mode in eval mode at
-    ``precision`` (see :data:`PRECISIONS`) and restores its previous mode afterwards.
+    torch.inference_mode, in eval mode at ``precision`` (see :data:`PRECISIONS`), and restores its previous
+    mode afterwards.
     ``criterion`` must return the batch mean (default cross-entropy); only the main logits are scored.
     ``per_sample``: also return this rank's ``per_sample_correct`` and ``per_sample_loss``, float64 CPU
     tensors (n,) in batch order (1.0 where top-1 is right; cross-entropy of each sample).

@@ -33,7 +33,6 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from torch.utils.checkpoint import checkpoint
 
 from space.genotype import DEFAULT_CONCAT, INPUT_NODES, STEPS, Genotype

@@ -84,6 +84,19 @@ def test_resume_after_interruption_gives_the_same_result(unbroken_run, tmp_path)
     assert alpha_digests(tmp_path / "broken" / "log.txt") == alpha_digests(unbroken_run / "log.txt")
 
 
+def test_checkpoint_cells_switched_on_at_a_resume_changes_nothing(unbroken_run, tmp_path):
+    """Activation checkpointing is bit-identical end to end, and a run resumes with it switched on (it is not
+    part of the fingerprint): what a user does after running out of memory."""
+    first = run_cli(tmp_path, "switched", "stop_after_epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli(tmp_path, "switched", "network.checkpoint_cells=true")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from checkpoint 1" in (tmp_path / "switched" / "log.txt").read_text()
+    assert alpha_digests(tmp_path / "switched" / "log.txt") == alpha_digests(unbroken_run / "log.txt")
+    switched, unbroken = (json.loads((d / "genotype.json").read_text()) for d in (tmp_path / "switched", unbroken_run))
+    assert {**switched, "name": None} == {**unbroken, "name": None}
+
+
 def test_two_process_torchrun_keeps_alphas_identical_and_projects(tmp_path):
     result = run_cli(tmp_path, "ddp", "method=darts_pt", "epochs=2", "network.shared_cell=true",
                      "data.train_subset=128", "data.batch_size=32", torchrun=2, timeout=600)  # 16 a rank
