@@ -235,7 +235,7 @@ def test_damaged_beton_gives_one_line_and_exit_2(digits_betons, tmp_path, damage
 
 def test_mnist_round_trips_through_write_ffcv(tmp_path):
     if not MNIST_DIR.is_dir():
-        pytest.skip(f"real MNIST not found at {MNIST_DIR} (only on the project's workplace)")
+        pytest.skip(f"real MNIST not found at {MNIST_DIR} (only on the project's workplace, not in a fresh clone)")
     out = tmp_path / "betons"
     result = run_cli("--dataset", "mnist", "--data-dir", str(MNIST_DIR), "--out", str(out), "--num-workers", "2")
     assert result.returncode == 0, result.stderr
