@@ -35,12 +35,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from space.genotype import DEFAULT_CONCAT, INPUT_NODES, STEPS, Genotype
+from space.genotype import DEFAULT_CONCAT, INPUT_NODES, NUM_EDGES, STEPS, Genotype
 from space.ops import NONE_OP, SEARCH_OPS, FactorizedReduce, ReLUConvBN, make_op
 
 EDGE_ENDPOINTS: tuple[tuple[int, int], ...] = tuple(
     (source, node) for node in range(INPUT_NODES, INPUT_NODES + STEPS) for source in range(node))
-NUM_EDGES = len(EDGE_ENDPOINTS)  # 14
 WEIGHTINGS = ("sum", "softmax", "maxw")
 CELL_TYPES = ("normal", "reduce")
 
